@@ -1,0 +1,56 @@
+# Developer and CI entry points. 'make test' is what .ci/run runs.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+MAKEFLAGS += --no-print-directory
+
+VENV ?= $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export VENV
+# Tools the recipes start (ansible-lint, pytest's ansible-playbook) come from the venv too.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: venv lint sanity units integration test demo demo-clean bench clean
+
+venv:
+	scripts/bootstrap.sh
+
+lint:
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint
+
+sanity:
+	scripts/ansible_test.sh sanity
+
+units:
+	scripts/ansible_test.sh units
+
+integration:
+	if find tests/integration -name 'test_*.py' -print -quit 2>/dev/null | grep -q .; then \
+	  $(BIN)/pytest tests/integration -q; \
+	else \
+	  echo "integration: no tests under tests/integration yet; skipped"; \
+	fi
+
+# Each step in order; make stops at the first failure.
+test:
+	$(MAKE) venv
+	$(MAKE) lint
+	$(MAKE) sanity
+	$(MAKE) units
+	$(MAKE) integration
+
+demo:
+	scripts/demo.sh
+
+DEMO_PREFIX ?= /tmp/cepcomunicacion-demo
+demo-clean:
+	if [[ -d $(DEMO_PREFIX)/pg ]]; then $(BIN)/python reference_platform/pgcluster.py stop --dir $(DEMO_PREFIX)/pg --destroy || true; fi
+	rm -rf $(DEMO_PREFIX)
+
+bench:
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf build tests/output bench/output .cache .pytest_cache
+	find . \( -name .venv -o -name .git \) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,229 @@
+# Copyright: contributors to cepcomunicacion.backup; GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmarks, side by side with the peers, in one run; regenerates docs/BENCHMARKS.md.
+
+    make bench                      # every section, ~1 GB reference database
+    .venv/bin/python bench/run.py --sections database --size 200MB
+
+Each section stores its figures in docs/benchmarks/<section>.json; the report is
+rendered from all of them, so a section can be re-run alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform as stdlib_platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(REPO, 'docs', 'benchmarks')
+REPORT = os.path.join(REPO, 'docs', 'BENCHMARKS.md')
+PLATFORM_DIR = os.path.join(REPO, 'reference_platform')
+
+
+def load_platform(name):
+    spec = importlib.util.spec_from_file_location('reference_platform_%s' % name,
+                                                  os.path.join(PLATFORM_DIR, '%s.py' % name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def log(message):
+    print('[%s] %s' % (time.strftime('%H:%M:%S'), message), file=sys.stderr, flush=True)
+
+
+class Collection:
+    """Runs a module of this checkout through `ansible` ad hoc against localhost."""
+
+    def __init__(self, workdir):
+        self.root = os.path.join(workdir, 'collections')
+        link = os.path.join(self.root, 'ansible_collections', 'cepcomunicacion', 'backup')
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if not os.path.lexists(link):
+            os.symlink(REPO, link)
+
+    def module(self, name, args):
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=self.root, ANSIBLE_NOCOLOR='1',
+                   ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOAD_CALLBACK_PLUGINS='0')
+        argv = [os.path.join(os.path.dirname(sys.executable), 'ansible'), 'localhost', '-c', 'local', '-i',
+                'localhost,', '-o', '-m', 'cepcomunicacion.backup.%s' % name, '-a', json.dumps(args)]
+        started = time.monotonic()
+        proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        elapsed = time.monotonic() - started
+        if proc.returncode != 0 or '=>' not in proc.stdout:
+            raise RuntimeError('%s failed:\n%s' % (name, proc.stdout[-3000:]))
+        return json.loads(proc.stdout.split('=>', 1)[1]), elapsed
+
+
+def timed(argv, **kwargs):
+    started = time.monotonic()
+    subprocess.run(argv, check=True, **kwargs)
+    return time.monotonic() - started
+
+
+def machine():
+    cpu = ''
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {'cpu': cpu, 'cores': os.cpu_count(), 'kernel': stdlib_platform.release(),
+            'python': stdlib_platform.python_version()}
+
+
+# --- sections -------------------------------------------------------------------------------
+
+def bench_database(cluster, workdir, collection, db, size_label):
+    """pg_backup per compression vs the seed's way (pg_dump -Fc to a file, then sha256sum)."""
+    pg_dump = cluster.bin('pg_dump')
+    env = cluster.env(db)
+    rows = []
+    seed_file = os.path.join(workdir, 'seed.dump')
+    log('seed way: pg_dump -Fc > file; sha256sum file')
+    dump_s = timed([pg_dump, '-Fc', '-h', cluster.host, '-p', str(cluster.port), '-U', 'postgres', '-f', seed_file, db],
+                   env=env)
+    hash_s = timed(['sha256sum', seed_file], stdout=subprocess.DEVNULL)
+    seed = {'name': "seed: pg_dump -Fc, then sha256sum", 'seconds': round(dump_s + hash_s, 2),
+            'size': os.path.getsize(seed_file), 'detail': 'dump %.1f s + hash %.1f s' % (dump_s, hash_s)}
+    rows.append(seed)
+    os.unlink(seed_file)
+    bare_file = os.path.join(workdir, 'bare.dump')
+    log('bare pg_dump -Fc -Z0')
+    bare_s = timed([pg_dump, '-Fc', '-Z0', '-h', cluster.host, '-p', str(cluster.port), '-U', 'postgres', '-f',
+                    bare_file, db], env=env)
+    rows.append({'name': 'bare pg_dump -Fc -Z0 (no checksum)', 'seconds': round(bare_s, 2),
+                 'size': os.path.getsize(bare_file)})
+    os.unlink(bare_file)
+    for compression, level in (('auto', None), ('gzip', 1), ('zstd', 1), ('zstd', 3), ('none', None)):
+        root = os.path.join(workdir, 'root-%s-%s' % (compression, level))
+        args = {'login_host': cluster.host, 'login_port': cluster.port, 'database': db, 'backup_root': root,
+                'compression': compression}
+        if level is not None:
+            args['compression_level'] = level
+        log('pg_backup compression=%s level=%s' % (compression, level))
+        result, elapsed = collection.module('pg_backup', args)
+        rows.append({'name': 'pg_backup %s%s (resolved: %s-%s)' % (
+            compression, '' if level is None else ' level %d' % level, result['compression'], result['compression_level']),
+            'seconds': round(elapsed, 2), 'size': result['size'], 'core_seconds': result['duration'],
+            'compression': result['compression'], 'requested': compression})
+        shutil.rmtree(root)
+    for row in rows:
+        row['time_ratio_vs_seed'] = round(row['seconds'] / seed['seconds'], 3)
+        row['size_ratio_vs_seed'] = round(row['size'] / float(seed['size']), 3)
+    return {'title': 'Database backup (pg_backup) vs the seed script', 'data': size_label, 'rows': rows}
+
+
+SECTIONS = {'database': bench_database}
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def mib(size):
+    return '%.1f MiB' % (size / 1048576.0)
+
+
+def render():
+    sections = []
+    for name in sorted(os.listdir(RESULTS_DIR)) if os.path.isdir(RESULTS_DIR) else []:
+        if name.endswith('.json'):
+            with open(os.path.join(RESULTS_DIR, name)) as handle:
+                sections.append(json.load(handle))
+    lines = ['# Benchmarks', '',
+             'Generated by `make bench` (`bench/run.py`) from the figures in `docs/benchmarks/*.json`; '
+             'do not edit by hand. Each section is one run, the collection side by side with its peer, '
+             'on the reference platform\'s generated data (`reference_platform/generate_data.py`).', '']
+    for section in sections:
+        meta = section['meta']
+        lines += ['## %s' % section['title'], '',
+                  'Run %s on %s (%s cores), %s; PostgreSQL %s; data: %s.' % (
+                      meta['date'], meta['machine']['cpu'] or 'unknown CPU', meta['machine']['cores'],
+                      meta['machine']['kernel'], meta.get('postgres', '?'), section['data']), '',
+                  '| run | wall time | size | time vs seed | size vs seed | notes |',
+                  '|---|---:|---:|---:|---:|---|']
+        for row in section['rows']:
+            notes = row.get('detail', '')
+            if 'core_seconds' in row:
+                notes = 'core %.1f s (rest is Ansible start-up)' % row['core_seconds']
+            lines.append('| %s | %.1f s | %s | %.2f× | %.2f× | %s |' % (
+                row['name'], row['seconds'], mib(row['size']), row['time_ratio_vs_seed'],
+                row['size_ratio_vs_seed'], notes))
+        if section.get('conclusion'):
+            lines += ['', section['conclusion']]
+        lines.append('')
+    with open(REPORT, 'w') as handle:
+        handle.write('\n'.join(lines))
+
+
+def conclude_database(section):
+    rows = {row['name']: row for row in section['rows']}
+    auto = next(row for row in section['rows'] if row.get('requested') == 'auto')
+    zstd1 = next(row for row in section['rows'] if row['name'].startswith('pg_backup zstd level 1'))
+    return (
+        'The default (`auto`, gzip level 6 on PostgreSQL 15) takes **%.2f×** the seed\'s wall time at **%.2f×** its '
+        'size. It misses the 0.5× target, and that is measured, not guessed: on PostgreSQL 15 the only compression '
+        'a plain `pg_restore` reads is pg_dump\'s own single-threaded gzip, and it is the bottleneck (the seed\'s '
+        'separate `sha256sum` pass, which pg_backup folds into the write, is the only part left to save). '
+        '`compression: zstd` (level 1: **%.2f×** time, **%.2f×** size) meets both targets; it is restorable by '
+        '`zstd -dc FILE | pg_restore` or by the pg_restore module, and `auto` switches to native zstd on '
+        'PostgreSQL 16, where a plain pg_restore reads it.' % (
+            auto['time_ratio_vs_seed'], auto['size_ratio_vs_seed'], zstd1['time_ratio_vs_seed'],
+            zstd1['size_ratio_vs_seed'])) if rows else ''
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sections', default=','.join(SECTIONS), help='comma-separated: %s' % ', '.join(SECTIONS))
+    parser.add_argument('--size', default='1GB', help='reference database size (default 1GB)')
+    parser.add_argument('--workdir', default=None, help='scratch space (default: a temp dir, removed afterwards)')
+    parser.add_argument('--render-only', action='store_true', help='only regenerate docs/BENCHMARKS.md')
+    args = parser.parse_args(argv)
+    if args.render_only:
+        render()
+        return 0
+    pgcluster = load_platform('pgcluster')
+    workdir = args.workdir or tempfile.mkdtemp(prefix='cep-bench-', dir=os.path.join(REPO, 'bench'))
+    os.makedirs(workdir, exist_ok=True)
+    cluster = pgcluster.ThrowawayCluster(dir=os.path.join(workdir, 'pg'))
+    cluster.start()
+    try:
+        db = 'cepcomunicacion'
+        cluster.createdb(db)
+        log('generating %s of reference data' % args.size)
+        subprocess.run([sys.executable, os.path.join(PLATFORM_DIR, 'generate_data.py'), '--dsn', cluster.dsn(db),
+                        '--size', args.size, '--quiet'], check=True, stdout=subprocess.DEVNULL)
+        db_size = int(cluster.psql("SELECT pg_database_size('%s')" % db).strip())
+        postgres_version = cluster.psql('SHOW server_version').strip()
+        collection = Collection(workdir)
+        os.makedirs(RESULTS_DIR, exist_ok=True)
+        for name in args.sections.split(','):
+            section = SECTIONS[name](cluster, workdir, collection, db, '%s generated (%s in PostgreSQL)' % (
+                args.size, mib(db_size)))
+            section['meta'] = {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+                               'machine': machine(), 'postgres': postgres_version}
+            if name == 'database':
+                section['conclusion'] = conclude_database(section)
+            with open(os.path.join(RESULTS_DIR, '%s.json' % name), 'w') as handle:
+                json.dump(section, handle, indent=2)
+            log('%s: done' % name)
+    finally:
+        cluster.destroy()
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    render()
+    log('wrote %s' % REPORT)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

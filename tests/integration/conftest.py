@@ -1,0 +1,155 @@
+# Copyright: contributors to cepcomunicacion.backup; GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Integration suite: the modules run the way a user runs them, against real servers.
+
+Every server is started here on 127.0.0.1 and stopped here.  The collection is
+made importable (for Ansible and for direct core calls in assertions) through a
+temporary ``ansible_collections`` tree that links to this checkout.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PLATFORM_DIR = os.path.join(REPO, 'reference_platform')
+COLLECTIONS = tempfile.mkdtemp(prefix='cep-collections-')
+os.makedirs(os.path.join(COLLECTIONS, 'ansible_collections', 'cepcomunicacion'))
+os.symlink(REPO, os.path.join(COLLECTIONS, 'ansible_collections', 'cepcomunicacion', 'backup'))
+atexit.register(shutil.rmtree, COLLECTIONS, True)
+sys.path.insert(0, COLLECTIONS)
+
+DATABASE = 'cepcomunicacion'
+
+
+def load_platform(name):
+    spec = importlib.util.spec_from_file_location('reference_platform_%s' % name,
+                                                  os.path.join(PLATFORM_DIR, '%s.py' % name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pgcluster = load_platform('pgcluster')
+checksum = load_platform('checksum')
+
+
+def table_checksums(cluster, dbname):
+    return checksum.database_checksums(cluster.dsn(dbname))
+
+
+def generate(cluster, dbname, size='tiny', seed=1):
+    cluster.createdb(dbname)
+    subprocess.run([sys.executable, os.path.join(PLATFORM_DIR, 'generate_data.py'), '--dsn', cluster.dsn(dbname),
+                    '--size', size, '--seed', str(seed)], check=True, stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope='session')
+def pg():
+    """One throwaway PostgreSQL cluster with the reference platform's data in 'cepcomunicacion'."""
+    cluster = pgcluster.ThrowawayCluster()
+    cluster.start()
+    try:
+        generate(cluster, DATABASE)
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope='session')
+def bigdb(pg):
+    """A database whose uncompressed dump is about 25 MB: larger than the 16 MB tmpfs, slow at gzip -9."""
+    pg.createdb('bigdb')
+    pg.psql("CREATE TABLE big (id int PRIMARY KEY, body text); "
+            "INSERT INTO big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 220000) g;", dbname='bigdb')
+    return 'bigdb'
+
+
+class Ansible:
+    """Runs one module task through ansible-playbook against localhost and returns its result."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.count = 0
+
+    def env(self):
+        env = dict(os.environ)
+        env.update({
+            'ANSIBLE_COLLECTIONS_PATH': COLLECTIONS,
+            'ANSIBLE_NOCOLOR': '1',
+            'ANSIBLE_RETRY_FILES_ENABLED': '0',
+            'ANSIBLE_LOCAL_TEMP': os.path.join(self.workdir, 'ansible-local'),
+            'ANSIBLE_REMOTE_TEMP': os.path.join(self.workdir, 'ansible-remote'),
+            'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
+            'ANSIBLE_HOST_KEY_CHECKING': '0',
+        })
+        return env
+
+    def playbook(self, module, args, check=False):
+        self.count += 1
+        result_file = os.path.join(self.workdir, 'result-%d.json' % self.count)
+        playbook = os.path.join(self.workdir, 'play-%d.yml' % self.count)
+        with open(playbook, 'w') as handle:
+            handle.write(textwrap.dedent('''\
+                - hosts: localhost
+                  gather_facts: false
+                  tasks:
+                    - name: Module under test
+                      cepcomunicacion.backup.%s: %s
+                      register: result
+                      ignore_errors: true
+                      check_mode: %s
+                    - name: Save the result
+                      ansible.builtin.copy:
+                        content: "{{ result | to_json }}"
+                        dest: %s
+                        mode: "0600"
+                      check_mode: false
+                ''') % (module, json.dumps(args), 'true' if check else 'false', result_file))
+        return playbook, result_file
+
+    def command(self, playbook, verbosity=''):
+        argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,',
+                '-c', 'local', playbook]
+        if verbosity:
+            argv.append(verbosity)
+        return argv
+
+    def run(self, module, args, check=False, verbosity=''):
+        playbook, result_file = self.playbook(module, args, check)
+        proc = subprocess.run(self.command(playbook, verbosity), env=self.env(), cwd=self.workdir,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600, check=False)
+        output = proc.stdout.decode('utf-8', 'replace')
+        assert proc.returncode == 0, output
+        with open(result_file) as handle:
+            result = json.load(handle)
+        result['_output'] = output
+        return result
+
+    def start(self, module, args, check=False):
+        """Start a run in the background; returns (Popen, result file)."""
+        playbook, result_file = self.playbook(module, args, check)
+        proc = subprocess.Popen(self.command(playbook), env=self.env(), cwd=self.workdir,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        return proc, result_file
+
+
+@pytest.fixture
+def ansible(tmp_path):
+    workdir = tmp_path / 'ansible'
+    workdir.mkdir()
+    return Ansible(str(workdir))
+
+
+@pytest.fixture
+def conn_args(pg):
+    return {'login_host': pg.host, 'login_port': pg.port, 'login_user': 'postgres'}
