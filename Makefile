@@ -10,14 +10,20 @@ export VENV
 # Tools the recipes start (ansible-lint, pytest's ansible-playbook) come from the venv too.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv lint sanity units integration test demo demo-clean bench clean
+.PHONY: collections-link venv lint sanity units integration test demo demo-clean bench clean
 
 venv:
 	scripts/bootstrap.sh
 
-lint:
+# Playbooks name this collection by FQCN: let Ansible (and ansible-lint) find this checkout.
+COLLECTIONS_DIR := $(CURDIR)/build/collections
+collections-link:
+	mkdir -p $(COLLECTIONS_DIR)/ansible_collections/cepcomunicacion
+	ln -sfn $(CURDIR) $(COLLECTIONS_DIR)/ansible_collections/cepcomunicacion/backup
+
+lint: collections-link
 	$(BIN)/yamllint --strict .
-	$(BIN)/ansible-lint
+	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS_DIR) $(BIN)/ansible-lint
 
 sanity:
 	scripts/ansible_test.sh sanity

@@ -24,6 +24,7 @@ import os
 import shutil
 
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.cepcomunicacion.backup.plugins.module_utils import job_lock
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils import layout
 
 CHUNK_SIZE = 1024 * 1024
@@ -270,7 +271,13 @@ def _drop_stash(stash):
         shutil.rmtree(stash, ignore_errors=True)
 
 
-def cleanup_directory(directory, data_suffixes=None):
+def _owner_alive(name):
+    """Temporaries end in '.<pid>'; is that process still running?"""
+    pid = name.rsplit('.', 1)[-1]
+    return pid.isdigit() and job_lock.pid_alive(int(pid))
+
+
+def cleanup_directory(directory):
     """Remove what an interrupted run left in ``directory``; call it under the job lock.
 
     Temporaries are removed; a replaced artifact whose replacement never
@@ -290,6 +297,8 @@ def cleanup_directory(directory, data_suffixes=None):
                 _unstash(final, path)
             cleaned.append(name)
         elif layout.is_temporary(name):
+            if _owner_alive(name):
+                continue  # this run's own temporary (or a live process's): not a leftover
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -33,6 +33,7 @@ PGDMP_MAGIC = b'PGDMP'
 ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
 _DATA_ENTRY = re.compile(r'^\d+;\s+\d+\s+\d+\s+(TABLE DATA|BLOBS|BLOB|LARGE OBJECTS|SEQUENCE SET)\s')
 DATABASE_KINDS = ('database', 'database_weekly')
+ALL_DATABASE_KINDS = DATABASE_KINDS + ('database_pre_restore',)
 LOCK_KIND = 'database'
 
 
@@ -128,8 +129,9 @@ class DatabaseBackup:
 
     def __init__(self, connection, backup_root=layout.DEFAULT_BACKUP_ROOT, kind='database', compression='auto',
                  compression_level=None, retention_days=30, retention_weeks=12, lock_timeout=300, force=False,
-                 prefix=layout.DEFAULT_PREFIX, free_space_margin=1.2, check_mode=False, now=None, log=None):
-        if kind not in DATABASE_KINDS:
+                 prefix=layout.DEFAULT_PREFIX, free_space_margin=1.2, check_mode=False, now=None, log=None,
+                 tables=None, take_lock=True):
+        if kind not in ALL_DATABASE_KINDS:
             raise BackupError("kind must be 'database' (daily) or 'database_weekly', not %r" % kind)
         self.connection = connection
         self.backup_root = backup_root
@@ -146,6 +148,8 @@ class DatabaseBackup:
         self.now = now
         self.log = log or (lambda message: None)
         self.executed_commands = []
+        self.tables = tables or []
+        self.take_lock = take_lock
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -196,7 +200,8 @@ class DatabaseBackup:
         env = self.connection.client_environment(private_dir)
         argv = [pg_dump, '--format=custom', '--no-password'] + _compress_args(method, level, native) + [
             '--host=%s' % self.connection.host, '--port=%d' % self.connection.port,
-            '--username=%s' % self.connection.user, '--dbname=%s' % self.connection.database]
+            '--username=%s' % self.connection.user, '--dbname=%s' % self.connection.database] + [
+            '--table=%s' % table for table in self.tables]
         zstd_bin = None
         zstd_argv = None
         if method == 'zstd' and not native:
@@ -273,11 +278,13 @@ class DatabaseBackup:
         artifact_io.ensure_directory(self.backup_root)
         for sub in layout.SUBDIRS:
             artifact_io.ensure_directory(os.path.join(self.backup_root, sub))
-        with job_lock.JobLock(self.backup_root, LOCK_KIND, timeout=self.lock_timeout, job=self.kind) as lock:
+        lock = job_lock.JobLock(self.backup_root, LOCK_KIND, timeout=self.lock_timeout, job=self.kind) \
+            if self.take_lock else job_lock.AlreadyHeld()
+        with lock:
             result['lock_waited'] = round(lock.waited, 3)
             if lock.stale:
                 self.log('previous holder of the lock (PID %s) is gone; continuing' % lock.stale.get('pid'))
-            for kind in DATABASE_KINDS:
+            for kind in ALL_DATABASE_KINDS:
                 result['cleaned'] += artifact_io.cleanup_directory(layout.KINDS[kind].directory(self.backup_root))
             now = self.now or layout.utcnow()
             if self.kind == 'database_weekly':
@@ -289,7 +296,7 @@ class DatabaseBackup:
                     return result
             self._check_free_space()
             path = os.path.join(directory, self._name(now, method, native))
-            while self.kind == 'database' and os.path.exists(path):
+            while self.kind != 'database_weekly' and os.path.exists(path):
                 time.sleep(0.25)  # two runs in one second: take the next second's name
                 now = layout.utcnow()
                 path = os.path.join(directory, self._name(now, method, native))
@@ -300,6 +307,8 @@ class DatabaseBackup:
                 'server_version': version_text, 'server_version_num': version_num,
                 'tool_versions': {'pg_dump': pg_dump_text},
             }
+            if self.tables:
+                metadata['tables_only'] = list(self.tables)
             self.log('dumping %s to %s' % (self.connection.database, path))
             with postgres.PrivateDir() as private_dir:
                 document = self._dump(path, pg_dump, pg_major, private_dir, metadata)

@@ -19,6 +19,8 @@ TIMESTAMP_FORMAT = '%Y-%m-%d_%H-%M-%S'
 TEMP_MARK = '.tmp-'
 SHA256_SUFFIX = '.sha256'
 META_SUFFIX = '.meta.json'
+MANIFEST_SUFFIX = '.manifest.json'
+LATEST_LINK = 'latest'
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -60,6 +62,9 @@ KINDS = {
         'database_weekly', os.path.join('database', 'weekly'),
         r'^' + _PREFIX + r'_weekly_(?P<year>\d{4})-W(?P<week>\d{2})\.dump(?P<ext>\.zst)?$',
         tier='weekly'),
+    'database_pre_restore': KindSpec(
+        'database_pre_restore', os.path.join('database', PRE_RESTORE_DIR),
+        r'^' + _PREFIX + r'_' + _TS + r'\.dump(?P<ext>\.zst)?$', tier='pre_restore'),
     'config': KindSpec(
         'config', 'config',
         r'^config_' + _TS + r'\.tar\.(?P<ext>gz|zst)$'),
@@ -121,6 +126,11 @@ def parse_time(value):
     return moment.astimezone(datetime.timezone.utc)
 
 
+def compact_timestamp(moment):
+    """A timestamp that fits in an identifier: 20261129t020000."""
+    return moment.astimezone(datetime.timezone.utc).strftime('%Y%m%dt%H%M%S')
+
+
 def database_dump_name(kind, moment, prefix=DEFAULT_PREFIX, zstd=False):
     ext = '.dump.zst' if zstd else '.dump'
     if kind == 'database_weekly':
@@ -134,3 +144,17 @@ def sidecar_paths(path):
 
 def is_temporary(filename):
     return filename.startswith(TEMP_MARK)
+
+
+def media_snapshot_name(moment):
+    """``YYYY-MM-DD_HH-MM-SS``: the directory name of a media snapshot."""
+    return format_timestamp(moment)
+
+
+def config_archive_name(moment, compression='gz'):
+    return 'config_%s.tar.%s' % (format_timestamp(moment), compression)
+
+
+def manifest_path(snapshot_path):
+    """The manifest sidecar of a snapshot directory: ``<snapshot>.manifest.json`` beside it."""
+    return snapshot_path.rstrip('/') + MANIFEST_SUFFIX

@@ -23,11 +23,12 @@ extends_documentation_fragment:
 options:
   kinds:
     description:
-      - Kinds to list. V(database) is the daily dumps, V(database_weekly) the weekly ones.
+      - Kinds to list. V(database) is the daily dumps, V(database_weekly) the weekly ones,
+        V(database_pre_restore) the safety dumps taken before restores.
     type: list
     elements: str
-    choices: [database, database_weekly, config, media]
-    default: [database, database_weekly, config, media]
+    choices: [database, database_weekly, database_pre_restore, config, media]
+    default: [database, database_weekly, database_pre_restore, config, media]
   verify:
     description:
       - Re-hash each file artifact and compare with its C(.sha256) sidecar.
@@ -61,7 +62,7 @@ artifacts:
   elements: dict
   contains:
     kind:
-      description: C(database), C(database_weekly), C(media) or C(config).
+      description: C(database), C(database_weekly), C(database_pre_restore), C(media) or C(config).
       type: str
       sample: database
     name:

@@ -50,14 +50,16 @@ def test_failure_leaves_nothing(tmp_path):
 def test_crash_leftovers_are_cleaned(tmp_path):
     directory = str(tmp_path)
     # a temporary from a killed run, and sidecars whose data never committed
-    (tmp_path / '.tmp-c.dump.999').write_bytes(b'half')
+    dead = subprocess.run(['sh', '-c', 'echo $$'], capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / ('.tmp-c.dump.%s' % dead)).write_bytes(b'half')
+    (tmp_path / ('.tmp-d.dump.%d' % os.getpid())).write_bytes(b'this run is still writing it')
     (tmp_path / 'c.dump.sha256').write_text('0' * 64 + '  c.dump\n')
     (tmp_path / 'c.dump.meta.json').write_text('{}')
     (tmp_path / 'kept.dump').write_bytes(b'x')
     (tmp_path / 'kept.dump.sha256').write_text('0' * 64 + '  kept.dump\n')
     cleaned = artifact.cleanup_directory(directory)
-    assert sorted(cleaned) == ['.tmp-c.dump.999', 'c.dump.meta.json', 'c.dump.sha256']
-    assert sorted(os.listdir(directory)) == ['kept.dump', 'kept.dump.sha256']
+    assert sorted(cleaned) == ['.tmp-c.dump.%s' % dead, 'c.dump.meta.json', 'c.dump.sha256']
+    assert sorted(os.listdir(directory)) == ['.tmp-d.dump.%d' % os.getpid(), 'kept.dump', 'kept.dump.sha256']
 
 
 def test_replacement_is_restored_when_new_one_never_committed(tmp_path):
