@@ -124,7 +124,41 @@ def bench_database(cluster, workdir, collection, db, size_label):
     return {'title': 'Database backup (pg_backup) vs the seed script', 'data': size_label, 'rows': rows}
 
 
-SECTIONS = {'database': bench_database}
+def bench_restore(cluster, workdir, collection, db, size_label):
+    """pg_restore module (full, default jobs) vs bare pg_restore -j N of the same dump into an empty database."""
+    jobs = os.cpu_count() or 1
+    root = os.path.join(workdir, 'root-restore')
+    dump_args = {'login_host': cluster.host, 'login_port': cluster.port, 'database': db, 'backup_root': root}
+    dump, _elapsed = collection.module('pg_backup', dump_args)
+    env = cluster.env(db)
+    rows = []
+    log('bare: createdb + pg_restore -j %d into an empty database' % jobs)
+    started = time.monotonic()
+    cluster.createdb('bare_restore')
+    subprocess.run([cluster.bin('pg_restore'), '-j', str(jobs), '-h', cluster.host, '-p', str(cluster.port), '-U',
+                    'postgres', '-d', 'bare_restore', dump['path']], check=True, env=env)
+    bare = {'name': 'bare: createdb, pg_restore -j %d' % jobs, 'seconds': round(time.monotonic() - started, 2)}
+    rows.append(bare)
+    cluster.dropdb('bare_restore')
+    base = {'login_host': cluster.host, 'login_port': cluster.port, 'backup_root': root, 'backup': dump['path']}
+    for label, extra in (
+            ('pg_restore module, fresh target (verify, scratch, checks, rename)', {'database': 'fresh_restore'}),
+            ('pg_restore module over the live database, no safety dump (verify, scratch, checks, swap)',
+             {'database': db, 'pre_restore_dump': False}),
+            ('pg_restore module over the live database, defaults (adds the pre-restore safety dump)',
+             {'database': db})):
+        log(label)
+        result, elapsed = collection.module('pg_restore', dict(base, **extra))
+        rows.append({'name': label, 'seconds': round(elapsed, 2), 'core_seconds': result['duration'],
+                     'phases': result['phases']})
+        cluster.dropdb(result.get('pre_restore_database') or 'fresh_restore')
+    for row in rows:
+        row['time_ratio_vs_bare'] = round(row['seconds'] / bare['seconds'], 3)
+    return {'title': 'Database restore (pg_restore module) vs bare pg_restore', 'data': size_label, 'rows': rows,
+            'dump_size': dump['size'], 'baseline': 'bare'}
+
+
+SECTIONS = {'database': bench_database, 'restore': bench_restore}
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -149,15 +183,24 @@ def render():
                   'Run %s on %s (%s cores), %s; PostgreSQL %s; data: %s.' % (
                       meta['date'], meta['machine']['cpu'] or 'unknown CPU', meta['machine']['cores'],
                       meta['machine']['kernel'], meta.get('postgres', '?'), section['data']), '',
-                  '| run | wall time | size | time vs seed | size vs seed | notes |',
-                  '|---|---:|---:|---:|---:|---|']
+                  ]
+        if section.get('baseline') == 'bare':
+            lines += ['| run | wall time | time vs bare | notes |', '|---|---:|---:|---|']
+        else:
+            lines += ['| run | wall time | size | time vs seed | size vs seed | notes |', '|---|---:|---:|---:|---:|---|']
         for row in section['rows']:
             notes = row.get('detail', '')
             if 'core_seconds' in row:
                 notes = 'core %.1f s (rest is Ansible start-up)' % row['core_seconds']
-            lines.append('| %s | %.1f s | %s | %.2f× | %.2f× | %s |' % (
-                row['name'], row['seconds'], mib(row['size']), row['time_ratio_vs_seed'],
-                row['size_ratio_vs_seed'], notes))
+            if row.get('phases'):
+                notes += '; phases: ' + ', '.join('%s %.1f s' % item for item in sorted(row['phases'].items()))
+            if section.get('baseline') == 'bare':
+                lines.append('| %s | %.1f s | %.2f× | %s |' % (row['name'], row['seconds'], row['time_ratio_vs_bare'],
+                                                               notes))
+            else:
+                lines.append('| %s | %.1f s | %s | %.2f× | %.2f× | %s |' % (
+                    row['name'], row['seconds'], mib(row['size']), row['time_ratio_vs_seed'],
+                    row['size_ratio_vs_seed'], notes))
         if section.get('conclusion'):
             lines += ['', section['conclusion']]
         lines.append('')
@@ -165,20 +208,41 @@ def render():
         handle.write('\n'.join(lines))
 
 
+def _verdict(row, time_target, size_target=None):
+    ok = row['time_ratio_vs_seed'] <= time_target and (size_target is None or row['size_ratio_vs_seed'] <= size_target)
+    return 'meets' if ok else 'misses'
+
+
 def conclude_database(section):
-    rows = {row['name']: row for row in section['rows']}
     auto = next(row for row in section['rows'] if row.get('requested') == 'auto')
     zstd1 = next(row for row in section['rows'] if row['name'].startswith('pg_backup zstd level 1'))
     return (
-        'The default (`auto`, gzip level 6 on PostgreSQL 15) takes **%.2f×** the seed\'s wall time at **%.2f×** its '
-        'size. It misses the 0.5× target, and that is measured, not guessed: on PostgreSQL 15 the only compression '
-        'a plain `pg_restore` reads is pg_dump\'s own single-threaded gzip, and it is the bottleneck (the seed\'s '
-        'separate `sha256sum` pass, which pg_backup folds into the write, is the only part left to save). '
-        '`compression: zstd` (level 1: **%.2f×** time, **%.2f×** size) meets both targets; it is restorable by '
-        '`zstd -dc FILE | pg_restore` or by the pg_restore module, and `auto` switches to native zstd on '
-        'PostgreSQL 16, where a plain pg_restore reads it.' % (
-            auto['time_ratio_vs_seed'], auto['size_ratio_vs_seed'], zstd1['time_ratio_vs_seed'],
-            zstd1['size_ratio_vs_seed'])) if rows else ''
+        'Target: the default at ≤ 0.5× the seed\'s wall time at no larger size. The default (`auto`, gzip level 6 '
+        'on PostgreSQL 15) takes **%.2f×** the seed\'s time at **%.2f×** its size: it %s the target. On PostgreSQL '
+        '15 the only compression a plain `pg_restore` reads is pg_dump\'s own single-threaded gzip, and it is the '
+        'bottleneck; the seed\'s separate `sha256sum` pass, which pg_backup folds into the write, is all there is to '
+        'save while the default stays restorable by hand. `compression: zstd` level 1 takes **%.2f×** the time at '
+        '**%.2f×** the size (it %s the target); it is restored by `zstd -dc FILE | pg_restore` or by the pg_restore '
+        'module. `auto` switches to native zstd on PostgreSQL 16+, where a plain pg_restore reads it. On small data '
+        'the ~1 s of Ansible start-up dominates every ratio; read the 1 GB run.' % (
+            auto['time_ratio_vs_seed'], auto['size_ratio_vs_seed'], _verdict(auto, 0.5, 1.0),
+            zstd1['time_ratio_vs_seed'], zstd1['size_ratio_vs_seed'], _verdict(zstd1, 0.5, 1.0)))
+
+
+def conclude_restore(section):
+    rows = section['rows']
+    nearest = rows[1]
+    swap = rows[2]
+    return ('The module restoring into a fresh target takes **%.2f×** bare `pg_restore -j`, and over the live '
+            'database without the safety dump **%.2f×** (target ≤ 1.15×: %s). Verify (one streaming SHA-256 pass), '
+            'the scratch-database checks (table list, exact row counts) and the swap are what it adds; the default '
+            'also takes a pre-restore safety dump of the live database, which costs a full pg_dump and is reported '
+            'separately because it is a choice (`pre_restore_dump: false` skips it).' % (
+                nearest['time_ratio_vs_bare'], swap['time_ratio_vs_bare'],
+                'met' if swap['time_ratio_vs_bare'] <= 1.15 else 'missed'))
+
+
+CONCLUSIONS = {'database': conclude_database, 'restore': conclude_restore}
 
 
 def main(argv=None):
@@ -194,7 +258,7 @@ def main(argv=None):
     pgcluster = load_platform('pgcluster')
     workdir = args.workdir or tempfile.mkdtemp(prefix='cep-bench-', dir=os.path.join(REPO, 'bench'))
     os.makedirs(workdir, exist_ok=True)
-    cluster = pgcluster.ThrowawayCluster(dir=os.path.join(workdir, 'pg'))
+    cluster = pgcluster.ThrowawayCluster()
     cluster.start()
     try:
         db = 'cepcomunicacion'
@@ -211,8 +275,8 @@ def main(argv=None):
                 args.size, mib(db_size)))
             section['meta'] = {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                                'machine': machine(), 'postgres': postgres_version}
-            if name == 'database':
-                section['conclusion'] = conclude_database(section)
+            if name in CONCLUSIONS:
+                section['conclusion'] = CONCLUSIONS[name](section)
             with open(os.path.join(RESULTS_DIR, '%s.json' % name), 'w') as handle:
                 json.dump(section, handle, indent=2)
             log('%s: done' % name)

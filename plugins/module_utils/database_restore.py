@@ -114,6 +114,9 @@ class DatabaseRestore:
         self.now = now or layout.utcnow()
         self.stamp = layout.compact_timestamp(self.now)
         self.executed_commands = []
+        self.data_entries = None
+        self.roles_created = []
+        self.server_version = None
         self.timer = Timer()
         self.scratch = self._identifier('%s__restore_%s' % (connection.database, self.stamp))
         self.previous = self._identifier('%s__pre_restore_%s' % (connection.database, self.stamp))
@@ -222,16 +225,29 @@ class DatabaseRestore:
         pg_restore, _version, _text = postgres.find_client('pg_restore', self.server_version, self.connection.pg_bin_dir)
         argv = [pg_restore] + args
         self.executed_commands.append(' '.join(argv))
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        out, err = proc.communicate()
-        text = self.connection.redact(err.decode('utf-8', 'replace'))
-        if log_progress:
-            done = _PROGRESS_RE.findall(text)
-            self.log('pg_restore: %d tables restored' % len(done))
-        return proc.returncode, out, text
+        if not log_progress:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False)
+            return proc.returncode, proc.stdout, self.connection.redact(proc.stderr.decode('utf-8', 'replace'))
+        # --verbose names each table as its data is restored: log "done / total" as it goes
+        total = self.data_entries or '?'
+        lines = []
+        with tempfile.TemporaryFile() as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env)
+            done = 0
+            for raw in proc.stderr:
+                line = self.connection.redact(raw.decode('utf-8', 'replace'))
+                lines.append(line)
+                if _PROGRESS_RE.search(line):
+                    done += 1
+                    self.log('pg_restore: table data %d / %s (%s)' % (done, total, _PROGRESS_RE.search(line).group(1)))
+            proc.wait()
+            out.seek(0)
+            return proc.returncode, out.read(), ''.join(lines)
 
     def _missing_roles(self, cur, archive, env):
         """Roles that own or are granted objects in the dump but do not exist on this server."""
+        rc, listing, err = self._pg_restore(['--list', archive], env)
+        self.data_entries = sum(1 for line in listing.decode('utf-8', 'replace').splitlines() if ' TABLE DATA ' in line)
         rc, out, err = self._pg_restore(['--schema-only', '--file=-', archive], env)
         if rc != 0:
             raise BackupError('pg_restore cannot read %s: %s' % (archive, err.strip()[-500:]), reason='bad_dump')
