@@ -23,6 +23,28 @@ attributes:
     support: none
 '''
 
+    RESTORE = r'''
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Verifies the backup and reports what would be restored, left alone and removed; writes nothing.
+  diff_mode:
+    support: none
+'''
+
+    RESTORE_DIFF = r'''
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Verifies the backup and reports what would be restored; writes nothing.
+  diff_mode:
+    support: full
+    details:
+      - Shows the text differences of changed text files (binary and large files are listed, not diffed).
+'''
+
     INFO_MODULE = r'''
 attributes:
   check_mode:
@@ -33,6 +55,16 @@ attributes:
     support: N/A
     details:
       - This module never changes anything.
+'''
+
+    STATUS_FILE = r'''
+options:
+  status_file:
+    description:
+      - JSON status file this job records its outcome in (success and failure), read by
+        M(cepcomunicacion.backup.backup_check). Written atomically; never holds a secret. Not written in check mode.
+    type: path
+    default: /var/run/cepcomunicacion-backup-status.json
 '''
 
     BACKUP_ROOT = r'''

@@ -13,6 +13,7 @@ from ansible_collections.cepcomunicacion.backup.plugins.module_utils.errors impo
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils import artifact as artifact_io
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils import layout
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils import retention
+from ansible_collections.cepcomunicacion.backup.plugins.module_utils import snapshot_manifest
 
 STATUS_OK = 'ok'
 STATUS_MISMATCH = 'mismatch'
@@ -120,9 +121,16 @@ def choose(artifacts, at=None, kinds_label='backup'):
 
 
 def verify(item):
-    """Re-hash a file artifact against its sidecar: (status, actual sha256 or None)."""
+    """Re-hash an artifact: (status, actual sha256 or None).
+
+    A file is checked against its ``.sha256`` sidecar; a snapshot directory
+    against its manifest (every file re-hashed); then ``actual`` is None.
+    """
     if item.spec.is_dir:
-        return STATUS_UNVERIFIED, None
+        if not os.path.exists(layout.manifest_path(item.path)):
+            return STATUS_MISSING_SIDECAR, None
+        intact, _problems = snapshot_manifest.verify_snapshot(item.path)
+        return (STATUS_OK if intact else STATUS_MISMATCH), None
     try:
         expected = artifact_io.read_sha256_sidecar(item.path)
     except BackupError:

@@ -9,8 +9,8 @@ short_description: List and verify the backups under a backup root
 version_added: 0.1.0
 description:
   - Lists the artifacts under O(backup_root) by kind, oldest first, with their metadata sidecars.
-  - With O(verify=true) re-hashes every file artifact (streaming SHA-256) and reports each as
-    C(ok), C(mismatch) or C(missing_sidecar).
+  - With O(verify=true) re-hashes every artifact (streaming SHA-256; media snapshots against their manifest)
+    and reports each as C(ok), C(mismatch) or C(missing_sidecar).
   - Artifacts whose sidecars are missing (an interrupted run) are reported in RV(incomplete) and never
     counted as backups.
   - Never changes anything.
@@ -86,7 +86,8 @@ artifacts:
       type: str
       sample: 4d71225ad4a89ea536331b5d4d5d67317fcf3d992edd3b81f637f9b68a9f74e7
     status:
-      description: With O(verify=true), C(ok), C(mismatch), C(missing_sidecar) or C(unverified) (directories).
+      description: With O(verify=true), C(ok), C(mismatch) or C(missing_sidecar); a media snapshot is checked
+        file by file against its manifest.
       type: str
       sample: ok
     metadata:

@@ -26,6 +26,7 @@ extends_documentation_fragment:
   - cepcomunicacion.backup.attributes
   - cepcomunicacion.backup.attributes.ACTION_WRITES
   - cepcomunicacion.backup.attributes.BACKUP_ROOT
+  - cepcomunicacion.backup.attributes.STATUS_FILE
 options:
   database:
     description:
@@ -199,6 +200,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils import database_backup
+from ansible_collections.cepcomunicacion.backup.plugins.module_utils import job_status
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils import layout
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils import postgres
 
@@ -219,21 +221,26 @@ def main():
         force=dict(type='bool', default=False),
         prefix=dict(type='str', default=layout.DEFAULT_PREFIX),
         free_space_margin=dict(type='float', default=1.2),
+        status_file=dict(type='path', default=job_status.DEFAULT_STATUS_FILE),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
+    recorder = job_status.recording(None if module.check_mode else params['status_file'], KIND_BY_CHOICE[params['kind']])
     try:
-        job = database_backup.DatabaseBackup(
-            postgres.Connection.from_module_params(params),
-            backup_root=params['backup_root'], kind=KIND_BY_CHOICE[params['kind']],
-            compression=params['compression'], compression_level=params['compression_level'],
-            retention_days=params['retention_days'], retention_weeks=params['retention_weeks'],
-            lock_timeout=params['lock_timeout'], force=params['force'], prefix=params['prefix'],
-            free_space_margin=params['free_space_margin'], check_mode=module.check_mode, log=module.log)
-        result = job.run()
+        with recorder:
+            job = database_backup.DatabaseBackup(
+                postgres.Connection.from_module_params(params),
+                backup_root=params['backup_root'], kind=KIND_BY_CHOICE[params['kind']],
+                compression=params['compression'], compression_level=params['compression_level'],
+                retention_days=params['retention_days'], retention_weeks=params['retention_weeks'],
+                lock_timeout=params['lock_timeout'], force=params['force'], prefix=params['prefix'],
+                free_space_margin=params['free_space_margin'], check_mode=module.check_mode, log=module.log)
+            recorder.result = job.run()
     except (BackupError, ValueError) as exc:
         module.fail_json(msg=str(exc), **getattr(exc, 'details', {}))
-    module.exit_json(**result)
+    if recorder.status_error:
+        module.warn(recorder.status_error)
+    module.exit_json(**recorder.result)
 
 
 if __name__ == '__main__':

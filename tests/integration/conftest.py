@@ -80,6 +80,12 @@ class Ansible:
     def __init__(self, workdir):
         self.workdir = workdir
         self.count = 0
+        # backup jobs record their outcome here instead of the real /var/run/cepcomunicacion-backup-status.json
+        self.status_file = os.path.join(workdir, 'status.json')
+
+    def status(self):
+        with open(self.status_file) as handle:
+            return json.load(handle)
 
     def env(self):
         env = dict(os.environ)
@@ -102,19 +108,24 @@ class Ansible:
             handle.write(textwrap.dedent('''\
                 - hosts: localhost
                   gather_facts: false
+                  module_defaults:
+                    cepcomunicacion.backup.pg_backup: {status_file: %(status)s}
+                    cepcomunicacion.backup.media_backup: {status_file: %(status)s}
+                    cepcomunicacion.backup.config_backup: {status_file: %(status)s}
                   tasks:
                     - name: Module under test
-                      cepcomunicacion.backup.%s: %s
+                      cepcomunicacion.backup.%(module)s: %(args)s
                       register: result
                       ignore_errors: true
-                      check_mode: %s
+                      check_mode: %(check)s
                     - name: Save the result
                       ansible.builtin.copy:
                         content: "{{ result | to_json }}"
-                        dest: %s
+                        dest: %(result)s
                         mode: "0600"
                       check_mode: false
-                ''') % (module, json.dumps(args), 'true' if check else 'false', result_file))
+                ''') % {'module': module, 'args': json.dumps(args), 'check': 'true' if check else 'false',
+                        'result': result_file, 'status': self.status_file})
         return playbook, result_file
 
     def command(self, playbook, verbosity=''):

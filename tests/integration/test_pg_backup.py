@@ -83,6 +83,22 @@ def test_check_then_apply_then_reapply_round_trip(pg, ansible, conn_args, tmp_pa
     assert table_checksums(pg, 'roundtrip_plain') == table_checksums(pg, DATABASE)
 
 
+def test_status_file_records_success_and_failure(pg, ansible, conn_args, tmp_path):
+    root = str(tmp_path / 'backups')
+    ok = ansible.run('pg_backup', dict(conn_args, database=DATABASE, backup_root=root))
+    entry = ansible.status()['jobs']['database']
+    assert (entry['result'], entry['exit_code'], entry['artifact'], entry['size']) == ('ok', 0, ok['path'], ok['size'])
+    assert oct(os.stat(ansible.status_file).st_mode & 0o777) == oct(0o600)
+    failed = ansible.run('pg_backup', dict(conn_args, database='no_such_db', backup_root=root))
+    assert failed['failed'] is True
+    entry = ansible.status()['jobs']['database']
+    assert (entry['result'], entry['exit_code']) == ('failed', 2)
+    assert "database 'no_such_db' does not exist" in entry['error']
+    assert entry['last_success'] < entry['finished'] and entry['artifact'] == ok['path']
+    ansible.run('pg_backup', dict(conn_args, database=DATABASE, backup_root=root), check=True)
+    assert ansible.status()['jobs']['database']['result'] == 'failed', 'check mode must not write the status file'
+
+
 def test_zstd_round_trip(pg, ansible, conn_args, tmp_path):
     result = ansible.run('pg_backup', dict(conn_args, database=DATABASE, backup_root=str(tmp_path),
                                            compression='zstd'))
