@@ -102,6 +102,20 @@ def list_artifacts(backup_root, kinds=None, prefix=None, include_incomplete=Fals
     return found
 
 
+def plan_retention(backup_root, kind, policy, now=None, prefix=None, extra=None):
+    """The retention plan for the complete artifacts of one kind, plus ``extra`` (a run about to write one)."""
+    items = [item.retention_item() for item in list_artifacts(backup_root, [kind], prefix)]
+    if extra is not None:
+        items.append(extra)
+    return retention.plan_prune(items, policy, now or layout.utcnow())
+
+
+def newest(backup_root, kind, prefix=None):
+    """The newest complete artifact of one kind, or None."""
+    items = list_artifacts(backup_root, [kind], prefix)
+    return items[-1] if items else None
+
+
 def choose(artifacts, at=None, kinds_label='backup'):
     """The newest artifact, or the newest created at or before ``at`` (UTC)."""
     candidates = [item for item in artifacts if item.complete]

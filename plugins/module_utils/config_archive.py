@@ -199,14 +199,10 @@ class ConfigBackup:
         return entries, missing
 
     def _latest(self):
-        archives = catalogue.list_artifacts(self.backup_root, [KIND])
-        return archives[-1] if archives else None
+        return catalogue.newest(self.backup_root, KIND)
 
     def _plan_retention(self, extra=None):
-        items = [item.retention_item() for item in catalogue.list_artifacts(self.backup_root, [KIND])]
-        if extra is not None:
-            items.append(extra)
-        return retention.plan_prune(items, self.policy, self.now or layout.utcnow())
+        return catalogue.plan_retention(self.backup_root, KIND, self.policy, self.now, extra=extra)
 
     def run(self):
         started = time.monotonic()

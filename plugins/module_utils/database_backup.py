@@ -189,11 +189,7 @@ class DatabaseBackup:
         return free
 
     def _plan_retention(self, extra=None):
-        items = [a.retention_item() for a in catalogue.list_artifacts(self.backup_root, [self.kind], self.prefix)]
-        if extra is not None:
-            items.append(extra)
-        now = self.now or layout.utcnow()
-        return retention.plan_prune(items, self.policy, now)
+        return catalogue.plan_retention(self.backup_root, self.kind, self.policy, self.now, self.prefix, extra)
 
     def _dump(self, path, pg_dump, pg_major, private_dir, metadata):
         method, level, native = resolve_compression(self.compression, self.compression_level, pg_major)

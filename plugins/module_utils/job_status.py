@@ -69,7 +69,7 @@ def record_job(path, job, result=None, error=None, started=None):
         entry.update({'last_run': (started or now).isoformat(), 'finished': now.isoformat()})
         if error is None:
             result_ = result or {}
-            artifact = result_.get('path') or result_.get('snapshot') or result_.get('archive')
+            artifact = result_.get('path') or result_.get('snapshot')
             entry.update({
                 'result': 'ok', 'exit_code': EXIT_OK, 'error': None, 'last_success': now.isoformat(),
                 'changed': bool(result_.get('changed')), 'duration': result_.get('duration'),

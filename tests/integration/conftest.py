@@ -30,6 +30,9 @@ sys.path.insert(0, COLLECTIONS)
 
 DATABASE = 'cepcomunicacion'
 
+# Fixtures of the real peers (moto S3, SMTP and webhook receivers), shared by every test module.
+pytest_plugins = ['s3_peer', 'alert_peers']
+
 
 def load_platform(name):
     spec = importlib.util.spec_from_file_location('reference_platform_%s' % name,
