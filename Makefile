@@ -10,7 +10,7 @@ export VENV
 # Tools the recipes start (ansible-lint, pytest's ansible-playbook) come from the venv too.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: collections-link venv lint sanity units integration test demo demo-clean bench clean
+.PHONY: collections-link venv lint sanity units integration drills test demo demo-clean bench clean
 
 venv:
 	scripts/bootstrap.sh
@@ -38,6 +38,13 @@ integration:
 	  echo "integration: no tests under tests/integration yet; skipped"; \
 	fi
 
+# Molecule scenarios on podman (root only): installs podman, runc and debootstrap when missing,
+# builds the cached Debian 12 images, then 'molecule test' for each scenario under molecule/.
+# One scenario: make drills SCENARIOS=default
+SCENARIOS ?=
+drills: collections-link
+	scripts/drills.sh $(SCENARIOS)
+
 # Each step in order; make stops at the first failure.
 test:
 	$(MAKE) venv
@@ -45,6 +52,7 @@ test:
 	$(MAKE) sanity
 	$(MAKE) units
 	$(MAKE) integration
+	$(MAKE) drills
 
 demo:
 	scripts/demo.sh

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import os
 import shutil
@@ -307,3 +308,28 @@ def test_bad_source_is_refused_clearly(ansible, tmp_path):
     result = ansible.run('media_backup', {'src': [str(tmp_path / 'nope')], 'backup_root': str(tmp_path / 'b')})
     assert result.get('failed') is True and 'does not exist or is not a directory' in result['msg']
     assert not (tmp_path / 'b').exists()
+
+
+def test_xattrs_and_acls_survive_snapshot_and_restore(ansible, media, tmp_path):
+    source, root = media
+    target = os.path.join(source, 'users', '1', 'y1', 'file-001.bin')
+    try:
+        os.setxattr(target, 'user.cep.origin', b'upload-42')
+    except OSError as exc:  # the filesystem under the test's temp dir has no user xattrs: nothing to prove
+        if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        pytest.skip('no user xattrs on this filesystem: %s' % exc)
+    setfacl = shutil.which('setfacl')
+    if setfacl:
+        subprocess.run([setfacl, '-m', 'u:nobody:r', target], check=True)
+    snap = ansible.run('media_backup', {'src': [source], 'backup_root': root})
+    assert snap['changed'] is True, snap['_output']
+    copy = in_snapshot(snap['snapshot'], source, os.path.relpath(target, source))
+    assert os.getxattr(copy, 'user.cep.origin') == b'upload-42'
+    if setfacl:
+        assert 'user:nobody:r' in subprocess.run(['getfacl', '-c', copy], capture_output=True, text=True,
+                                                 check=True).stdout
+    dest = str(tmp_path / 'restored')
+    restored = ansible.run('media_restore', {'backup_root': root, 'dest': dest})
+    assert restored['changed'] is True, restored['_output']
+    assert os.getxattr(os.path.join(dest, target.lstrip('/')), 'user.cep.origin') == b'upload-42'

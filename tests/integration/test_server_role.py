@@ -192,3 +192,23 @@ def test_offsite_job_pushes_with_credentials_from_the_config_file(prefix, s3_ser
     assert entry['result'] == 'ok'
     for name in os.listdir(variables['backup_server_log_dir']):
         assert TEST_SECRET not in open(os.path.join(variables['backup_server_log_dir'], name)).read()
+
+
+def test_backup_and_check_playbooks_run_through_the_modules(prefix):
+    root, variables, vars_file = prefix
+    code, output = playbook('install.yml', vars_file)
+    assert code == 0, output
+    code, output = playbook('backup.yml', vars_file, '-e', '{"backup_server_check_min_size": {"config": 1}}')
+    assert code == 0, output
+    assert re.search(r'database: %s/database/cepcomunicacion_\S+\.dump \(' % re.escape(
+        variables['backup_server_root']), output), output
+    assert 'media:    %s/media/' % variables['backup_server_root'] in output
+    status = json.load(open(variables['backup_server_status_file']))
+    assert {status['jobs'][job]['result'] for job in ('database', 'media', 'config')} == {'ok'}
+    # every kind fresh but no weekly dump yet: check reports it and the playbook fails on the critical finding
+    code, output = playbook('check.yml', vars_file, '-e', '{"backup_server_check_min_size": {"config": 1}}')
+    assert code != 0 and 'critical:' in output and 'weekly' in output, output
+    assert command(variables, 'database', '--weekly').returncode == 0
+    code, output = playbook('check.yml', vars_file, '-e', '{"backup_server_check_min_size": {"config": 1}}')
+    assert code == 0, output
+    assert 'healthy: True' in output
