@@ -68,6 +68,13 @@ def _space_error(path, exc, written=None):
     return BackupError('cannot write %s: %s' % (path, exc.strerror or exc), path=path)
 
 
+def write_all(fd, data):
+    """os.write until every byte of ``data`` is written (a write may be partial)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_file_atomic(path, data, mode=layout.FILE_MODE):
     """Write bytes (or text) to ``path`` atomically: temporary name, fsync, rename."""
     if isinstance(data, str):
@@ -77,9 +84,7 @@ def write_file_atomic(path, data, mode=layout.FILE_MODE):
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -176,11 +181,9 @@ class ArtifactWriter:
         return False
 
     def write(self, data):
-        view = memoryview(data)
-        self._digest.update(view)
+        self._digest.update(data)
         try:
-            while view:
-                view = view[os.write(self._fd, view):]
+            write_all(self._fd, data)
         except OSError as exc:
             raise _space_error(self.path, exc, self.size)
         self.size += len(data)

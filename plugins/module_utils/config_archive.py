@@ -543,9 +543,7 @@ def extract(tar, plan, root, created):
                     chunk = source.read(artifact_io.CHUNK_SIZE)
                     if not chunk:
                         break
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
+                    artifact_io.write_all(fd, chunk)
                 os.fsync(fd)
             finally:
                 os.close(fd)

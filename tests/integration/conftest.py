@@ -9,10 +9,12 @@ temporary ``ansible_collections`` tree that links to this checkout.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -44,6 +46,25 @@ def load_platform(name):
 
 pgcluster = load_platform('pgcluster')
 checksum = load_platform('checksum')
+
+
+def tree_state(root):
+    """Everything a user cares about per path: type, content hash, mode, owner, mtime (files), link target."""
+    state = {}
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs + files:
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            relative = os.path.relpath(path, root)
+            if stat.S_ISLNK(st.st_mode):
+                state[relative] = ('l', os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                state[relative] = ('d', stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+            else:
+                with open(path, 'rb') as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+                state[relative] = ('f', digest, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns)
+    return state
 
 
 def table_checksums(cluster, dbname):

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from conftest import tree_state
+
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils import job_lock, layout
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='mounting a tmpfs and chown need root (CI runs as root)')
@@ -36,25 +38,6 @@ def make_tree(root, files=60, size=256 * 1024, seed=0):
     with open(os.path.join(root, 'notes.txt'), 'w') as handle:
         handle.write('hello\n')
     return root
-
-
-def tree_state(root):
-    """Everything a user cares about per path: type, content hash, mode, owner, mtime (files), link target."""
-    state = {}
-    for directory, subdirs, files in os.walk(root):
-        for name in subdirs + files:
-            path = os.path.join(directory, name)
-            st = os.lstat(path)
-            relative = os.path.relpath(path, root)
-            if stat.S_ISLNK(st.st_mode):
-                state[relative] = ('l', os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                state[relative] = ('d', stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
-            else:
-                with open(path, 'rb') as handle:
-                    digest = hashlib.sha256(handle.read()).hexdigest()
-                state[relative] = ('f', digest, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns)
-    return state
 
 
 def in_snapshot(snapshot, source, relative=''):

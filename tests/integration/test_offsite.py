@@ -20,7 +20,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import DATABASE
+from conftest import DATABASE, tree_state
 from s3_peer import TEST_KEY, TEST_SECRET, s3_client, unique_bucket
 # pytest fixtures of the S3 peer, used by name in the tests' signatures
 
@@ -100,24 +100,6 @@ def bucket_objects(endpoint, bucket_name):
         for item in page.get('Contents', []):
             found[item['Key']] = client.get_object(Bucket=bucket_name, Key=item['Key'])['Body'].read()
     return found
-
-
-def tree_state(root):
-    state = {}
-    for directory, subdirs, files in os.walk(root):
-        for name in subdirs + files:
-            path = os.path.join(directory, name)
-            st = os.lstat(path)
-            relative = os.path.relpath(path, root)
-            if stat.S_ISLNK(st.st_mode):
-                state[relative] = ('l', os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                state[relative] = ('d', stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
-            else:
-                with open(path, 'rb') as handle:
-                    digest = hashlib.sha256(handle.read()).hexdigest()
-                state[relative] = ('f', digest, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns)
-    return state
 
 
 def same_file_artifact(original, pulled):
