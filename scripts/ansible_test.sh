@@ -32,6 +32,10 @@ if [[ $command == units ]] && ! find "$ROOT/tests/unit" -name 'test_*.py' -print
 fi
 
 mkdir -p "$DEST"
+# One run at a time: two runs mirroring into the same copy give each other wrong results, so a
+# second run waits here for the first.
+exec 9>"$ROOT/build/ansible_test.lock"
+flock 9
 # Excluded paths are also protected from --delete, so ansible-test's own tests/output in the copy
 # (sanity caches) survives between runs.
 rsync -a --delete \

@@ -155,7 +155,12 @@ def parse_retry_after(value, now=None):
 
 def http_post(url, body, content_type, timeout, label):
     """One POST; raises DeliveryError (retryable for 429, 5xx and network errors)."""
-    request = urllib.request.Request(url, data=body, method='POST',
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ('http', 'https'):
+        # never file:, ftp: or a custom opener's scheme; the URL itself is a secret and is not shown
+        raise DeliveryError('%s must be an http:// or https:// URL, not %s' % (
+            label, scheme + '://' if scheme else 'a URL without a scheme'), retryable=False)
+    request = urllib.request.Request(url, data=body, method='POST',  # noqa: S310 -- http(s) only, checked above
                                      headers={'Content-Type': content_type, 'User-Agent': USER_AGENT})
     try:
         # A plain stdlib opener, not ansible.module_utils.urls.open_url: this core also runs as the server's

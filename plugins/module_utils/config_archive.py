@@ -324,6 +324,10 @@ def resolve_archive(backup_root, archive=None, at=None):
     available = catalogue.list_artifacts(backup_root, [KIND], include_incomplete=True)
     if archive and archive != 'latest':
         path = os.path.normpath(archive if os.path.isabs(archive) else os.path.join(directory, archive))
+        if not os.path.isabs(archive) and os.path.relpath(path, directory).split(os.sep)[0] == os.pardir:
+            raise BackupError('archive %r leads out of %s: name an archive there (backup_info lists them), or give '
+                              'the absolute path of one copied from elsewhere' % (archive, directory),
+                              path=path, reason='no_archive')
         for item in available:
             if item.path == path:
                 if not item.complete:

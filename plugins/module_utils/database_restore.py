@@ -201,7 +201,24 @@ class DatabaseRestore:
         for name in leftovers:
             self.log('dropping %s, left by an interrupted restore' % name)
             self._drop(name)
+        if leftovers:
+            self._allow_connections_again()
         return leftovers
+
+    def _allow_connections_again(self):
+        """A restore killed inside the swap leaves the live database closed to new sessions: open it again."""
+        conn = self._admin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute('SELECT datallowconn FROM pg_database WHERE datname = %s', (self.connection.database,))
+                row = cur.fetchone()
+                if row and row[0] is False:
+                    cur.execute(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS true').format(
+                        sql.Identifier(self.connection.database)))
+                    self.log('%s was left refusing connections by an interrupted restore; connections are allowed '
+                             'again' % self.connection.database)
+        finally:
+            conn.close()
 
     def _archive_input(self, item):
         """Path pg_restore can seek in: the dump itself, or a decompressed temporary beside it."""
@@ -215,7 +232,7 @@ class DatabaseRestore:
         self.executed_commands.append('zstd -dcq %s > %s' % (item.path, target))
         with open(target, 'wb') as out:
             os.chmod(target, layout.FILE_MODE)
-            proc = subprocess.run([zstd, '-dcq', item.path], stdout=out, stderr=subprocess.PIPE, check=False)
+            proc = subprocess.run([zstd, '-dcq', item.path], stdout=out, stderr=subprocess.PIPE, check=False)  # noqa: S603 -- argv list, no shell
         if proc.returncode != 0:
             os.unlink(target)
             raise BackupError('cannot decompress %s: %s' % (item.path, proc.stderr.decode('utf-8', 'replace').strip()))
@@ -226,13 +243,13 @@ class DatabaseRestore:
         argv = [pg_restore] + args
         self.executed_commands.append(' '.join(argv))
         if not log_progress:
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False)
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False)  # noqa: S603 -- argv list, no shell
             return proc.returncode, proc.stdout, self.connection.redact(proc.stderr.decode('utf-8', 'replace'))
         # --verbose names each table as its data is restored: log "done / total" as it goes
         total = self.data_entries or '?'
         lines = []
         with tempfile.TemporaryFile() as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env)
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env)  # noqa: S603 -- argv list, no shell; pg_restore found by find_client
             done = 0
             for raw in proc.stderr:
                 line = self.connection.redact(raw.decode('utf-8', 'replace'))
@@ -319,14 +336,16 @@ class DatabaseRestore:
                     template = dict(zip(('ENCODING', 'LC_COLLATE', 'LC_CTYPE'), cur.fetchone()))
                 statement = sql.SQL('CREATE DATABASE {} OWNER {} TEMPLATE template0').format(
                     sql.Identifier(self.scratch), sql.Identifier(owner))
+                clauses = {'ENCODING': sql.SQL(' ENCODING {}'), 'LC_COLLATE': sql.SQL(' LC_COLLATE {}'),
+                           'LC_CTYPE': sql.SQL(' LC_CTYPE {}')}
                 for key, value in template.items():
-                    statement = statement + sql.SQL(' %s {}' % key).format(sql.Literal(value))
+                    statement = statement + clauses[key].format(sql.Literal(value))
                 cur.execute(statement)
                 self.executed_commands.append('CREATE DATABASE %s OWNER %s' % (self.scratch, owner))
         finally:
             conn.close()
         rc, _out, err = self._pg_restore([
-            '--dbname=%s' % self.scratch, '--host=%s' % self.connection.host, '--port=%d' % self.connection.port,
+            postgres.dbname_option(self.scratch), '--host=%s' % self.connection.host, '--port=%d' % self.connection.port,
             '--username=%s' % self.connection.user, '--no-password', '--jobs=%d' % self.jobs, '--exit-on-error',
             '--verbose', archive], env, log_progress=True)
         if rc != 0:
@@ -342,43 +361,46 @@ class DatabaseRestore:
         return tables, counts
 
     def swap(self, target_exists):
-        """Rename target -> previous and scratch -> target, putting it back if the second rename fails."""
+        """Rename target -> previous and scratch -> target in one transaction.
+
+        A crash or a failure between the two renames rolls both back: the live name never points at nothing.
+        """
         target = self.connection.database
         conn = self._admin()
         try:
             with conn.cursor() as cur:
-                if target_exists:
+                if target_exists:  # committed at once: no new sessions on the target from here on
                     cur.execute(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS false').format(sql.Identifier(target)))
-                    try:
-                        for attempt in range(10):
-                            terminated = self._terminate(cur, target)
-                            try:
+                conn.autocommit = False
+                recorded = len(self.executed_commands)
+                try:
+                    for attempt in range(10):
+                        terminated = self._terminate(cur, target) if target_exists else 0
+                        try:
+                            if target_exists:
                                 cur.execute(sql.SQL('ALTER DATABASE {} RENAME TO {}').format(
                                     sql.Identifier(target), sql.Identifier(self.previous)))
-                                break
-                            except Exception:  # sessions still closing; bounded retry
-                                if attempt == 9:
-                                    raise
-                                self.log('%d sessions terminated on %s; retrying the rename' % (terminated, target))
-                                time.sleep(0.5)
-                    except Exception as exc:
-                        cur.execute(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS true').format(
-                            sql.Identifier(target)))
-                        raise BackupError('cannot rename %s out of the way: %s. The live database was not changed.'
-                                          % (target, str(exc).strip()), reason='swap')
-                    self.executed_commands.append('ALTER DATABASE %s RENAME TO %s' % (target, self.previous))
-                try:
-                    cur.execute(sql.SQL('ALTER DATABASE {} RENAME TO {}').format(
-                        sql.Identifier(self.scratch), sql.Identifier(target)))
+                                self.executed_commands.append('ALTER DATABASE %s RENAME TO %s' % (target, self.previous))
+                            cur.execute(sql.SQL('ALTER DATABASE {} RENAME TO {}').format(
+                                sql.Identifier(self.scratch), sql.Identifier(target)))
+                            self.executed_commands.append('ALTER DATABASE %s RENAME TO %s' % (self.scratch, target))
+                            conn.commit()
+                            break
+                        except Exception:  # sessions still closing; bounded retry
+                            conn.rollback()
+                            del self.executed_commands[recorded:]
+                            if attempt == 9 or not target_exists:
+                                raise
+                            self.log('%d sessions terminated on %s; retrying the rename' % (terminated, target))
+                            time.sleep(0.5)
                 except Exception as exc:
+                    conn.autocommit = True
                     if target_exists:
-                        cur.execute(sql.SQL('ALTER DATABASE {} RENAME TO {}').format(
-                            sql.Identifier(self.previous), sql.Identifier(target)))
                         cur.execute(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS true').format(
                             sql.Identifier(target)))
-                    raise BackupError('cannot rename the restored copy into place: %s. The previous database '
-                                      'was put back.' % str(exc).strip(), reason='swap')
-                self.executed_commands.append('ALTER DATABASE %s RENAME TO %s' % (self.scratch, target))
+                    raise BackupError('cannot swap the restored copy in as %s: %s. The live database was not changed.'
+                                      % (target, str(exc).strip()), reason='swap')
+                conn.autocommit = True
                 if target_exists:
                     cur.execute(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS true').format(
                         sql.Identifier(self.previous)))
@@ -478,15 +500,20 @@ class DatabaseRestore:
                         self._drop(self.previous)
                     result['pre_restore_database'] = None
             elif self.mode == 'tables':
+                absent = ['%s.%s' % pair for pair in self.tables if tuple(pair) not in set(map(tuple, tables))]
+                if absent:
+                    raise BackupError('table %s is not in the backup %s (it holds %s); nothing was changed' % (
+                        ', '.join(repr(name) for name in absent), item.path,
+                        ', '.join('%s.%s' % t for t in sorted(tables)[:20]) or 'no tables'), reason='no_table')
                 with self.timer.phase('pre_restore'):
-                    pre_restore_backup = self.safety_dump(['%s.%s' % t for t in self.tables]) \
+                    pre_restore_backup = self.safety_dump(list(self.tables)) \
                         if self.pre_restore_dump else None
                 with self.timer.phase('apply'):
                     result.update(self.apply_tables(archive, env))
             else:
                 with self.timer.phase('pre_restore'):
                     schema, table = split_table(self.rows['table'])
-                    pre_restore_backup = self.safety_dump(['%s.%s' % (schema, table)]) \
+                    pre_restore_backup = self.safety_dump([(schema, table)]) \
                         if self.pre_restore_dump else None
                 with self.timer.phase('apply'):
                     result.update(self.apply_rows())
@@ -522,7 +549,7 @@ class DatabaseRestore:
                     cur.copy_expert(sql.SQL('COPY ({}) TO STDOUT WITH (FORMAT binary)').format(query).as_string(conn),
                                     handle)
                 except Exception as exc:
-                    raise BackupError('cannot select the rows to restore from the backup copy of %s.%s: %s' % (
+                    raise BackupError('the rows to restore cannot be read out of the backup copy of %s.%s: %s' % (
                         schema, table, str(exc).strip()), reason='rows')
             conn.rollback()
         finally:
@@ -542,7 +569,7 @@ class DatabaseRestore:
             for name in created:  # structure from the dump for tables that no longer exist
                 schema, table = split_table(name)
                 rc, _out, err = self._pg_restore([
-                    '--dbname=%s' % self.connection.database, '--host=%s' % self.connection.host,
+                    postgres.dbname_option(self.connection.database), '--host=%s' % self.connection.host,
                     '--port=%d' % self.connection.port, '--username=%s' % self.connection.user, '--no-password',
                     '--schema-only', '--exit-on-error', '--schema=%s' % schema, '--table=%s' % table, archive], env)
                 if rc != 0:
@@ -578,10 +605,14 @@ class DatabaseRestore:
                     "AND NOT a.attisdropped", (schema, table, schema, table))
         for column, sequence in cur.fetchall():
             if sequence:
+                # the sequence's own schema and name (not its quoted text) so SQL is composed from identifiers only
+                cur.execute('SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace '
+                            'WHERE c.oid = %s::regclass', (sequence,))
+                seq_schema, seq_name = cur.fetchone()
                 cur.execute(sql.SQL('SELECT setval(%s, GREATEST((SELECT max({}) FROM {}.{}), '
-                                    '(SELECT last_value FROM {})))').format(
+                                    '(SELECT last_value FROM {}.{})))').format(
                     sql.Identifier(column), sql.Identifier(schema), sql.Identifier(table),
-                    sql.SQL(sequence)), (sequence,))
+                    sql.Identifier(seq_schema), sql.Identifier(seq_name)), (sequence,))
 
     def apply_rows(self):
         """Insert the backup's matching rows whose primary key is missing from the live table."""

@@ -18,6 +18,7 @@ the database job lock) and drops it again.
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import os
 import socket
 import statistics
@@ -51,6 +52,7 @@ LABELS = {'database': 'daily database dump', 'database_weekly': 'weekly database
 JOB_NAMES = {'database': 'pg_backup (kind: daily)', 'database_weekly': 'pg_backup (kind: weekly)',
              'media': 'media_backup', 'config': 'config_backup', 'offsite': 'offsite_sync'}
 LOCK_SUBJECT_JOBS = {'database': ('database', 'database_weekly')}
+FUTURE_SKEW = datetime.timedelta(minutes=5)  # retention.Policy's default clock_skew
 
 
 class Finding:
@@ -248,6 +250,7 @@ class HealthCheck:
         self.disk = {}
         self.restore = None
         self.artifacts = {}
+        self.future = {}
 
     def add(self, check, subject, severity, title, message, next_step=None, **evidence):
         text = message if not next_step else '%s Next step: %s' % (message, next_step)
@@ -255,9 +258,15 @@ class HealthCheck:
 
     def run(self, restore_test=None):
         listed = catalogue.list_artifacts(self.settings.backup_root, list(self.settings.kinds), self.settings.prefix)
+        horizon = self.now + FUTURE_SKEW
         for kind in self.settings.kinds:
-            self.artifacts[kind] = [item for item in listed if item.kind == kind]
+            mine = [item for item in listed if item.kind == kind]
+            current = [item for item in mine if item.created <= horizon]
+            # like retention: an artifact dated in the future never counts as the newest (it would hide staleness)
+            self.future[kind] = [item for item in mine if item.created > horizon]
+            self.artifacts[kind] = current or mine
         for kind in self.settings.kinds:
+            self.check_future(kind)
             self.check_freshness(kind)
             self.check_size(kind)
         if self.settings.offsite:
@@ -271,6 +280,20 @@ class HealthCheck:
         return self.findings
 
     # freshness --------------------------------------------------------------------------------
+
+    def check_future(self, kind):
+        future = self.future.get(kind)
+        if not future:
+            return
+        label = LABELS[kind]
+        ahead = (future[-1].created - self.now).total_seconds()
+        self.add('clock', kind, WARNING, '%s dated in the future' % label,
+                 '%d %s%s dated in the future, the latest %s (%s, %s ahead of this server\'s clock); retention keeps '
+                 'them and the checks do not count them as the newest.' % (
+                     len(future), label, 's are' if len(future) > 1 else ' is', future[-1].name,
+                     future[-1].created.isoformat(), _age_text(ahead)),
+                 'check the server clock (timedatectl, NTP) and where these came from; remove them once a correct '
+                 'backup exists.', paths=[item.path for item in future])
 
     def check_freshness(self, kind):
         items = self.artifacts[kind]
@@ -477,6 +500,18 @@ class HealthCheck:
                          '(last success %s) is the newest good one.' % (entry.get('last_success') or 'never'),
                          exit_code=entry.get('exit_code'), last_run=entry.get('last_run'),
                          reason=entry.get('reason'))
+            elif entry.get('result') == 'running' and not job_lock.pid_alive(entry.get('pid')):
+                self.add('job', job, CRITICAL, 'last %s job died' % job,
+                         'the last %s job (PID %s, started %s) ended without recording an outcome: it was killed '
+                         '(SIGKILL, out of memory, a reboot) or crashed.' % (
+                             job, entry.get('pid'), entry.get('started')),
+                         'read its log and run it again; the next run removes its partial output. Until then the '
+                         'previous backup (last success %s) is the newest good one.' % (
+                             entry.get('last_success') or 'never'),
+                         pid=entry.get('pid'), started=entry.get('started'), reason='died')
+            elif entry.get('result') == 'running':
+                self.add('job', job, OK, '%s job running' % job, 'a %s job (PID %s) has been running since %s.' % (
+                    job, entry.get('pid'), entry.get('started')), pid=entry.get('pid'), started=entry.get('started'))
             else:
                 self.add('job', job, OK, 'last %s job succeeded' % job,
                          'the last %s job (started %s) succeeded.' % (job, entry.get('last_run')),

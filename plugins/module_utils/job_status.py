@@ -10,7 +10,9 @@ finish at the same time do not lose each other's entries::
                            "size": 123, "duration": 4.2, "error": null, "last_success": "..."}},
      "check": {...}}           # written by backup_check
 
-Every backup job records success and failure through :func:`recording`.  The
+Every backup job records success and failure through :func:`recording`.  While it runs, its entry says
+``"result": "running"`` with its ``pid``; an entry left ``running`` by a process that no longer exists
+is a job that was killed, which backup_check reports.  The
 file never holds a secret: errors are the core's messages, which are redacted.
 """
 
@@ -60,12 +62,25 @@ def update(path, change):
         os.close(lock_fd)
 
 
+def record_start(path, job, started=None):
+    """Record that a job is running (its PID): a run killed before it can record its outcome stays visible."""
+    now = started or layout.utcnow()
+
+    def change(document):
+        entry = document['jobs'].get(job, {})
+        entry.update({'result': 'running', 'pid': os.getpid(), 'started': now.isoformat()})
+        document['jobs'][job] = entry
+    return update(path, change)
+
+
 def record_job(path, job, result=None, error=None, started=None):
     """Record one job's outcome (``result`` dict on success, ``error`` on failure)."""
     now = layout.utcnow()
 
     def change(document):
         entry = document['jobs'].get(job, {})
+        entry.pop('pid', None)
+        entry.pop('started', None)
         entry.update({'last_run': (started or now).isoformat(), 'finished': now.isoformat()})
         if error is None:
             result_ = result or {}
@@ -86,9 +101,10 @@ def record_job(path, job, result=None, error=None, started=None):
 class recording:  # pylint: disable=invalid-name
     """Context manager: ``with recording(path, 'database') as rec: rec.result = job.run()``.
 
-    Success or failure is written to the status file on exit; a failure to
-    write the status file never hides the job's own outcome (it is reported
-    in ``rec.status_error``).  ``path=None`` disables recording (check mode).
+    On entry the job is recorded as ``running`` with its PID (so a run that is
+    killed is seen by backup_check); success or failure is written on exit.  A
+    failure to write the status file never hides the job's own outcome (it is
+    reported in ``rec.status_error``).  ``path=None`` disables recording (check mode).
     """
 
     def __init__(self, path, job):
@@ -99,6 +115,11 @@ class recording:  # pylint: disable=invalid-name
         self.started = layout.utcnow()
 
     def __enter__(self):
+        if self.path:
+            try:
+                record_start(self.path, self.job, self.started)
+            except (OSError, IOError, BackupError) as status_exc:
+                self.status_error = 'cannot update the status file %s: %s' % (self.path, status_exc)
         return self
 
     def __exit__(self, exc_type, exc, tb):

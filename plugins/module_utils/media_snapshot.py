@@ -56,7 +56,7 @@ def find_rsync():
 
 
 def rsync_version(rsync):
-    proc = subprocess.run([rsync, '--version'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False,
+    proc = subprocess.run([rsync, '--version'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False,  # noqa: S603 -- argv list, no shell
                           env=c_environment())
     return proc.stdout.decode('utf-8', 'replace').splitlines()[0].strip() if proc.stdout else 'rsync'
 
@@ -220,7 +220,7 @@ class MediaSnapshot:
     def _run_rsync(self, argv, what):
         self.executed_commands.append(shlex.join(argv))
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, env=c_environment(), check=False)
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, env=c_environment(), check=False)  # noqa: S603 -- argv list, no shell
             err.seek(0)
             stderr = err.read().decode('utf-8', 'replace')
         if proc.returncode not in RSYNC_OK:
@@ -538,7 +538,7 @@ class MediaRestore:
             listing.flush()
             argv += ['--files-from=%s' % listing.name, item.path + '/', target_root.rstrip('/') + '/']
             self.executed_commands.append(shlex.join(argv))
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=c_environment(),
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=c_environment(),  # noqa: S603 -- argv list, no shell
                                   check=False)
         if proc.returncode != 0:
             raise _rsync_failure(proc.returncode, proc.stderr.decode('utf-8', 'replace'),

@@ -352,7 +352,7 @@ def encrypt_file(age, recipients, source, dest):
     """Encrypt ``source`` into ``dest``: (plaintext sha256, plaintext size); one read of the source."""
     digest = hashlib.sha256()
     size = 0
-    proc = subprocess.Popen([age, '--encrypt'] + recipient_args(recipients) + ['--output', dest],
+    proc = subprocess.Popen([age, '--encrypt'] + recipient_args(recipients) + ['--output', dest],  # noqa: S603 -- argv list, no shell; age found on PATH
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         with open(source, 'rb') as handle:
@@ -378,7 +378,7 @@ def encrypt_file(age, recipients, source, dest):
 
 
 def encrypt_bytes(age, recipients, data, what):
-    proc = subprocess.run([age, '--encrypt'] + recipient_args(recipients), input=data, stdout=subprocess.PIPE,
+    proc = subprocess.run([age, '--encrypt'] + recipient_args(recipients), input=data, stdout=subprocess.PIPE,  # noqa: S603 -- argv list, no shell
                           stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
         raise _age_failure(proc.stderr, 'encrypting %s' % what)
@@ -393,7 +393,7 @@ def _identity_required(identity, key):
 
 def decrypt_bytes(age, identity, data, key):
     _identity_required(identity, key)
-    proc = subprocess.run([age, '--decrypt', '--identity', identity], input=data, stdout=subprocess.PIPE,
+    proc = subprocess.run([age, '--decrypt', '--identity', identity], input=data, stdout=subprocess.PIPE,  # noqa: S603 -- argv list, no shell
                           stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
         raise _decrypt_failure(proc.stderr, key, identity)
@@ -414,7 +414,7 @@ def decrypt_into(age, identity, source, writer, key):
     """Decrypt the file ``source`` into ``writer`` (anything with ``copy_from_fd``)."""
     _identity_required(identity, key)
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen([age, '--decrypt', '--identity', identity, source], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([age, '--decrypt', '--identity', identity, source], stdout=subprocess.PIPE,  # noqa: S603 -- argv list, no shell
                                 stderr=errors)
         try:
             writer.copy_from_fd(proc.stdout.fileno())

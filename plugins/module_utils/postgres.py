@@ -150,6 +150,24 @@ class Connection:
         return env
 
 
+def dbname_option(database):
+    """``--dbname=`` for pg_dump and pg_restore that libpq takes literally.
+
+    A bare ``--dbname`` value containing ``=`` (or starting with ``postgresql://``) is parsed as a connection
+    string: a database named ``dbname=other`` would dump ``other``, and ``it's a "db" x=1`` could not be dumped at
+    all.  Such a name (libpq's own test: an ``=`` or a URI prefix) is quoted by libpq's rules (single quotes,
+    backslash escapes), so any name means only itself; a plain name stays as it is.
+    """
+    if '=' in database or database.startswith(('postgresql://', 'postgres://')):
+        return "--dbname=dbname='%s'" % database.replace('\\', '\\\\').replace("'", "\\'")
+    return '--dbname=%s' % database
+
+
+def table_pattern(schema, table):
+    """pg_dump ``--table`` takes a psql pattern (``*``, ``?``, case folding); double-quoted parts match literally."""
+    return '"%s"."%s"' % (schema.replace('"', '""'), table.replace('"', '""'))
+
+
 class PrivateDir:
     """A 0700 temporary directory for passfiles and logs, removed on exit."""
 
@@ -166,7 +184,7 @@ class PrivateDir:
 def tool_version(path):
     """(major, minor, text) of a PostgreSQL client program."""
     try:
-        out = subprocess.run([path, '--version'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        out = subprocess.run([path, '--version'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # noqa: S603 -- argv list, no shell
                              env=dict(os.environ, LC_ALL='C'), timeout=30, check=False).stdout
     except OSError as exc:
         raise BackupError('cannot run %s: %s' % (path, exc.strerror or exc), path=path)

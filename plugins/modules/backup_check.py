@@ -14,7 +14,9 @@ description:
     file's C(offsite) job when O(offsite=true); minimum size (O(min_size)) and a sudden shrink
     (O(shrink_ratio) of the median of the previous O(shrink_window)); checksums of the newest backup of each kind
     (every backup with O(deep=true)); disk usage of the backup filesystem and whether the next backups would fit;
-    the last exit status of each job in the status file; a job lock held far longer than usual."
+    the last exit status of each job in the status file (a job recorded as running whose process is gone was killed:
+    critical); a job lock held far longer than usual; backups dated in the future (a warning; they never count as the
+    newest)."
   - With O(restore_test=true), restores the newest database dump into a scratch database (under the database job
     lock), reads every table, runs O(restore_sanity_sql) and O(restore_min_rows), then drops it. A dump that does not
     restore is critical whatever its checksum says.
@@ -352,7 +354,7 @@ findings:
       type: str
       sample: freshness:database
     check:
-      description: freshness, size, shrink, checksum, disk, job, lock or restore_test.
+      description: freshness, clock, size, shrink, checksum, disk, job, lock or restore_test.
       type: str
       sample: freshness
     subject:
