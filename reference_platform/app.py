@@ -116,10 +116,15 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="TCP port; 0 picks a free one")
     parser.add_argument("--media-dir", required=True, help="directory served under /media/")
-    parser.add_argument("--dsn", required=True,
-                        help="libpq connection string without the password (it comes from PGPASSWORD)")
+    parser.add_argument("--dsn",
+                        help="libpq connection string without the password (it comes from PGPASSWORD); default: "
+                             "the DATABASE_URL environment variable (the app's .env), which may hold the password")
     args = parser.parse_args(argv)
-    if "password" in args.dsn.lower():
+    if args.dsn is None:
+        args.dsn = os.environ.get("DATABASE_URL", "")
+        if not args.dsn:
+            parser.error("give --dsn or set DATABASE_URL")
+    elif "password" in args.dsn.lower() or ":" in args.dsn.split("@")[0].partition("://")[2]:
         parser.error("put the password in PGPASSWORD, not in --dsn (command lines are visible to every user)")
     server = make_server(args.dsn, args.media_dir, args.host, args.port)
     # SIGTERM: shut down cleanly (serve_forever returns), from a thread so the handler does not deadlock

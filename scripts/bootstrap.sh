@@ -48,7 +48,8 @@ missing_packages() {
 
 # --- 1. Debian packages -------------------------------------------------------------------------
 # Without the shellcheck package, ansible-test sanity skips its shellcheck test of scripts/*.sh.
-APT_PACKAGES=(python3 python3-psycopg2 python3-boto3 postgresql-15 postgresql-client-15 rsync zstd tar util-linux shellcheck rsnapshot cron age acl)
+# docker-compose (1.29, Docker API client): the docker_corruption drill drives podman's Docker-compatible API with it.
+APT_PACKAGES=(python3 python3-psycopg2 python3-boto3 postgresql-15 postgresql-client-15 rsync zstd tar util-linux shellcheck rsnapshot cron age acl docker-compose)
 if command -v dpkg-query >/dev/null; then
     mapfile -t missing < <(missing_packages "${APT_PACKAGES[@]}")
     if ((${#missing[@]})); then

@@ -77,6 +77,38 @@ def generate(cluster, dbname, size='tiny', seed=1):
                     '--size', size, '--seed', str(seed)], check=True, stdout=subprocess.DEVNULL)
 
 
+# The collection's default paths on a real server. No test may write there: everything goes under a temp
+# prefix. The guard below fails the run when any of them changed while it ran (a module called without
+# backup_root or status_file would write exactly there).
+HOST_PATHS = ('/var/backups/cepcomunicacion', '/var/run/cepcomunicacion-backup-status.json', '/var/log/cepcomunicacion',
+              '/etc/cepcomunicacion', '/etc/cron.d/cepcomunicacion-backup', '/usr/local/bin/cepcomunicacion-backup',
+              '/opt/cepcomunicacion-backup', '/var/tmp/cepcomunicacion-backup-status.json')
+
+
+def host_paths_state():
+    """{path: mtime_ns} of every file and directory at or under HOST_PATHS that exists."""
+    state = {}
+    for top in HOST_PATHS:
+        if not os.path.lexists(top):
+            continue
+        state[top] = os.lstat(top).st_mtime_ns
+        for directory, dirs, files in os.walk(top):
+            for name in dirs + files:
+                path = os.path.join(directory, name)
+                state[path] = os.lstat(path).st_mtime_ns
+    return state
+
+
+@pytest.fixture(scope='session', autouse=True)
+def host_paths_untouched():
+    """Fail the run if a test wrote to the host's real backup, status, log, config or cron paths."""
+    before = host_paths_state()
+    yield
+    after = host_paths_state()
+    changed = sorted(path for path in set(before) | set(after) if before.get(path) != after.get(path))
+    assert not changed, 'tests wrote to the host\'s real paths (use a temp prefix): %s' % ', '.join(changed[:20])
+
+
 @pytest.fixture(scope='session')
 def pg():
     """One throwaway PostgreSQL cluster with the reference platform's data in 'cepcomunicacion'."""

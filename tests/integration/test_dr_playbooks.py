@@ -3,7 +3,7 @@
 
 Each test builds a platform of its own: a throwaway PostgreSQL cluster with the reference data, media files,
 the backup_server role installed under the prefix (its cron file included), backups taken with
-playbooks/backup.yml, and the reference app (reference_platform/app.py) on 127.0.0.1. Then the disaster
+playbooks/backup.yml, and the reference app (reference_platform/app.py) on 127.0.0.1 (dr_platform.py). Then the disaster
 happens the scenario's way, and the playbook has to bring the platform back: data equal to the recovery
 point (per-table content checksums, media manifest), later writes kept where the scenario says so, the app
 answering, the schedule back, and a report with the RTO. Every process started here is stopped here.
@@ -12,229 +12,19 @@ The Molecule drills (real server, containers) are the other half of issue 8.
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import json
 import os
-import re
 import shutil
 import stat
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 
-import psycopg2
 import pytest
 
-from conftest import COLLECTIONS, DATABASE, PLATFORM_DIR, REPO, checksum, generate, pgcluster
+from conftest import checksum
+from dr_platform import (MEDIA_FILES, Platform, Writer, assert_app_serves, assert_schedule_enabled, bounded_checksum,
+                         http_get, report_of, run_playbook, show_rto, sql)
 
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils import snapshot_manifest
-
-MEDIA_FILES = {  # relative path under uploads -> (mode, content)
-    'user1/photo.jpg': (0o640, os.urandom(4096)),
-    'user1/cv.pdf': (0o600, os.urandom(1500)),
-    'public/logo.png': (0o644, os.urandom(777)),
-    'public/docs/guía del curso.txt': (0o644, 'Guía de matrícula, versión 3\n'.encode('utf-8')),
-}
-
-
-def run_playbook(name, vars_file, *extra, timeout=600):
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0')
-    argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
-            os.path.join(REPO, 'playbooks', name), '-e', '@' + vars_file] + list(extra)
-    proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, check=False, timeout=timeout)
-    return proc.returncode, proc.stdout
-
-
-def bounded_checksum(dsn, table, where):
-    """checksum.py's definition, restricted to the rows matching ``where`` (fixed SQL written here)."""
-    conn = psycopg2.connect(dsn)
-    try:
-        conn.set_session(readonly=True, autocommit=True)
-        with conn.cursor() as cur:
-            cur.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1")
-            cur.execute("SELECT count(*), md5(coalesce(string_agg(md5(t::text), '' ORDER BY id), '')) FROM %s t "
-                        "WHERE %s" % (table, where))
-            return cur.fetchone()
-    finally:
-        conn.close()
-
-
-def sql(dsn, statement, fetch=True):
-    conn = psycopg2.connect(dsn)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall() if fetch else None
-    finally:
-        conn.close()
-
-
-def http_get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-class Writer(threading.Thread):
-    """Keeps writing audit_log rows (one per 20 ms) while the pause file is absent; reconnects after errors."""
-
-    def __init__(self, dsn, pause_file):
-        super().__init__(daemon=True)
-        self.dsn = dsn
-        self.pause_file = pause_file
-        self.stop_event = threading.Event()
-        self.written = 0
-
-    def run(self):
-        conn = None
-        while not self.stop_event.is_set():
-            if os.path.exists(self.pause_file):
-                if conn is not None:
-                    conn.close()
-                    conn = None
-                time.sleep(0.05)
-                continue
-            try:
-                if conn is None:
-                    conn = psycopg2.connect(self.dsn, connect_timeout=2)
-                    conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute("INSERT INTO public.audit_log (actor, action, entity, entity_id, payload) "
-                                "VALUES ('drill-writer', 'update', 'course', 1, '{}'::jsonb)")
-                self.written += 1
-            except psycopg2.Error:
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except psycopg2.Error:
-                        pass
-                conn = None
-                time.sleep(0.1)
-            time.sleep(0.02)
-        if conn is not None:
-            conn.close()
-
-    def stop(self):
-        self.stop_event.set()
-        self.join(10)
-
-
-class Platform:
-    """One platform under a temp prefix: cluster, media, installed role, backups, app."""
-
-    def __init__(self, tmp_path):
-        self.tmp = tmp_path
-        self.root = tmp_path / 'server'
-        self.uploads = self.root / 'app' / 'uploads'
-        self.cluster = None
-        self.app = None
-        self.app_url = None
-        self.vars = {}
-        self.vars_file = str(tmp_path / 'vars.json')
-
-    @property
-    def dsn(self):
-        return self.cluster.dsn(DATABASE)
-
-    def start(self):
-        self.cluster = pgcluster.ThrowawayCluster()
-        self.cluster.start()
-        generate(self.cluster, DATABASE)
-        for relative, (mode, content) in MEDIA_FILES.items():
-            path = self.uploads / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-            os.chmod(path, mode)
-        os.chmod(self.uploads / 'user1', 0o750)
-        (self.root / 'app' / '.env').write_text('DATABASE_URL=postgres://app@db/cepcomunicacion\n')
-        for directory in ('bin', 'cron.d', 'logrotate.d', 'run'):
-            (self.root / directory).mkdir()
-        self.vars = {
-            'target': 'localhost', 'ansible_become': False, 'ansible_python_interpreter': sys.executable,
-            'backup_server_manage_packages': False,
-            'backup_server_root': str(self.root / 'backups'),
-            'backup_server_install_dir': str(self.root / 'opt'),
-            'backup_server_command_link': str(self.root / 'bin' / 'cepcomunicacion-backup'),
-            'backup_server_config_file': str(self.root / 'etc' / 'backup.conf'),
-            'backup_server_log_dir': str(self.root / 'log'),
-            'backup_server_status_file': str(self.root / 'run' / 'status.json'),
-            'backup_server_cron_file': str(self.root / 'cron.d' / 'cepcomunicacion-backup'),
-            'backup_server_logrotate_file': str(self.root / 'logrotate.d' / 'cepcomunicacion-backup'),
-            'backup_server_db_port': self.cluster.port,
-            'backup_server_db_name': DATABASE,
-            'backup_server_media_paths': [str(self.uploads)],
-            'backup_server_config_paths': [str(self.root / 'app' / '.env')],
-        }
-        self.write_vars()
-        code, output = run_playbook('install.yml', self.vars_file)
-        assert code == 0, output
-        self.start_app()
-        self.vars.update(recovery_smoke_app_url=self.app_url,
-                         recovery_smoke_media_paths=['user1/photo.jpg', 'public/docs/guía del curso.txt'])
-        self.write_vars()
-        return self
-
-    def write_vars(self, **extra):
-        self.vars.update(extra)
-        with open(self.vars_file, 'w') as handle:
-            json.dump(self.vars, handle)
-
-    def start_app(self):
-        env = dict(os.environ, PGPASSWORD='unused-with-trust-auth')
-        self.app = subprocess.Popen([sys.executable, os.path.join(PLATFORM_DIR, 'app.py'), '--port', '0',
-                                     '--media-dir', str(self.uploads), '--dsn', self.dsn], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.app.stdout.readline()
-        assert line, 'the reference app did not start'
-        self.app_url = 'http://127.0.0.1:%d' % json.loads(line)['port']
-
-    def backup(self, *jobs):
-        """Back up as cron does: the command the role installed, with its config file."""
-        for job in jobs or ('database', 'media', 'config'):
-            run = subprocess.run([self.vars['backup_server_command_link'], '--config', self.vars['backup_server_config_file'],
-                                  '--quiet', job], env={'PATH': '/usr/bin:/bin'}, stdin=subprocess.DEVNULL,
-                                 capture_output=True, text=True, check=False, timeout=300)
-            assert run.returncode == 0, (job, run.stdout, run.stderr)
-
-    def dumps(self):
-        found = glob.glob(str(self.root / 'backups' / 'database' / 'cepcomunicacion_*.dump'))
-        found += glob.glob(str(self.root / 'backups' / 'database' / 'cepcomunicacion_*.dump.zst'))
-        return sorted(found)
-
-    def snapshots(self):
-        return sorted(p for p in glob.glob(str(self.root / 'backups' / 'media' / '2*')) if os.path.isdir(p))
-
-    def reports(self, scenario):
-        return sorted(glob.glob(str(self.root / 'log' / ('dr-%s-*.json' % scenario))))
-
-    def cron(self):
-        path = self.vars['backup_server_cron_file']
-        return open(path).read() if os.path.exists(path) else ''
-
-    def pre_restore_files(self):
-        found = []
-        for sub in ('database/pre-restore', 'media/pre-restore'):
-            found += os.listdir(self.root / 'backups' / sub) if (self.root / 'backups' / sub).exists() else []
-        return found
-
-    def stop(self):
-        if self.app is not None:
-            self.app.terminate()
-            try:
-                self.app.wait(10)
-            except subprocess.TimeoutExpired:
-                self.app.kill()
-                self.app.wait(10)
-            self.app.stdout.close()
-        if self.cluster is not None:
-            self.cluster.destroy()
 
 
 @pytest.fixture
@@ -244,35 +34,6 @@ def platform(tmp_path):
         yield plat.start()
     finally:
         plat.stop()
-
-
-def report_of(plat, scenario):
-    reports = plat.reports(scenario)
-    assert len(reports) == 1, reports
-    with open(reports[0]) as handle:
-        report = json.load(handle)
-    assert os.path.exists(reports[0][:-len('.json')] + '.md')
-    assert stat.S_IMODE(os.stat(reports[0]).st_mode) == 0o600
-    return report
-
-
-def show_rto(scenario, report):
-    phases = ', '.join('%s %.1f s' % (p['name'], p['duration_seconds']) for p in report['phases'])
-    print('%s RTO: %s; phases: %s' % (scenario, report['rto'], phases))
-
-
-def assert_app_serves(plat):
-    status, body = http_get(plat.app_url + '/health')
-    assert status == 200, body
-    status, body = http_get(plat.app_url + '/courses')
-    assert status == 200
-    assert len(json.loads(body)) == sql(plat.dsn, 'SELECT count(*) FROM public.courses')[0][0] > 0
-    status, body = http_get(plat.app_url + '/media/user1/photo.jpg')
-    assert (status, body) == (200, MEDIA_FILES['user1/photo.jpg'][1])
-
-
-def assert_schedule_enabled(plat):
-    assert re.search(r'^0 2 \* \* \* root .* database >/dev/null', plat.cron(), re.M), plat.cron()
 
 
 def corrupt_relation_file(plat, table):
