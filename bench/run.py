@@ -1,86 +1,37 @@
 # Copyright: contributors to cepcomunicacion.backup; GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Benchmarks, side by side with the peers, in one run; regenerates docs/BENCHMARKS.md.
+"""Benchmarks, side by side with the peers, in one run; regenerates docs/BENCHMARKS.md and its chart.
 
-    make bench                      # every section, ~1 GB reference database
+    make bench                      # bench/setup.sh, then every section on the ~1 GB reference database
     .venv/bin/python bench/run.py --sections database --size 200MB
+    .venv/bin/python bench/run.py --sections pgbackrest,dr
+    .venv/bin/python bench/run.py --render      # page + chart from the stored JSON, nothing measured
 
-Each section stores its figures in docs/benchmarks/<section>.json; the report is
-rendered from all of them, so a section can be re-run alone.
+Sections: database (pg_backup vs the seed's pg_dump + sha256sum), restore (pg_restore vs bare pg_restore),
+pgbackrest (vs Debian's pgBackRest, bench/pgbackrest_peer.py), media (vs rsync, rsnapshot), offsite (vs bare
+boto3), verify (vs sha256sum -c), dr (the database_corruption playbook's RTO, bench/dr_drill.py). Each stores
+its figures in docs/benchmarks/<section>.json with the load average at its start; the report and the chart
+(docs/benchmarks/benchmarks.png, bench/chart.py) are rendered from all of them plus the optional
+docs/benchmarks/drills.json, so a section can be re-run alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
-import platform as stdlib_platform
 import random
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS_DIR = os.path.join(REPO, 'docs', 'benchmarks')
-REPORT = os.path.join(REPO, 'docs', 'BENCHMARKS.md')
-PLATFORM_DIR = os.path.join(REPO, 'reference_platform')
-
-
-def load_platform(name):
-    spec = importlib.util.spec_from_file_location('reference_platform_%s' % name,
-                                                  os.path.join(PLATFORM_DIR, '%s.py' % name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def log(message):
-    print('[%s] %s' % (time.strftime('%H:%M:%S'), message), file=sys.stderr, flush=True)
-
-
-class Collection:
-    """Runs a module of this checkout through `ansible` ad hoc against localhost."""
-
-    def __init__(self, workdir):
-        self.root = os.path.join(workdir, 'collections')
-        link = os.path.join(self.root, 'ansible_collections', 'cepcomunicacion', 'backup')
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        if not os.path.lexists(link):
-            os.symlink(REPO, link)
-
-    def module(self, name, args):
-        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=self.root, ANSIBLE_NOCOLOR='1',
-                   ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOAD_CALLBACK_PLUGINS='0')
-        argv = [os.path.join(os.path.dirname(sys.executable), 'ansible'), 'localhost', '-c', 'local', '-i',
-                'localhost,', '-o', '-m', 'cepcomunicacion.backup.%s' % name, '-a', json.dumps(args)]
-        started = time.monotonic()
-        proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
-        elapsed = time.monotonic() - started
-        if proc.returncode != 0 or '=>' not in proc.stdout:
-            raise RuntimeError('%s failed:\n%s' % (name, proc.stdout[-3000:]))
-        return json.loads(proc.stdout.split('=>', 1)[1]), elapsed
-
-
-def timed(argv, **kwargs):
-    started = time.monotonic()
-    subprocess.run(argv, check=True, **kwargs)
-    return time.monotonic() - started
-
-
-def machine():
-    cpu = ''
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {'cpu': cpu, 'cores': os.cpu_count(), 'kernel': stdlib_platform.release(),
-            'python': stdlib_platform.python_version()}
+from harness import (CHART, PLATFORM_DIR, REPO, REPORT, RESULTS_DIR, Collection, load_average, load_platform, log, machine,
+                     mib, timed)
+import dr_drill
+import pgbackrest_peer
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -405,61 +356,22 @@ def conclude_verify(section):
                                              'met' if core['time_ratio_vs_bare'] <= 0.35 else 'missed'))
 
 
-SECTIONS = {'database': bench_database, 'restore': bench_restore, 'media': bench_media}
-SECTIONS['verify'] = bench_verify
-SECTIONS['offsite'] = bench_offsite
+def bench_pgbackrest(cluster, workdir, collection, db, size_label):
+    return pgbackrest_peer.bench_pgbackrest(cluster, workdir, collection, db, size_label)
+
+
+def bench_dr(cluster, workdir, collection, db, size_label):
+    return dr_drill.bench_dr(cluster, workdir, collection, db, size_label)
+
+
+# In the order they run and appear in the report; dr damages and restores the database, so it runs last.
+SECTIONS = {'database': bench_database, 'restore': bench_restore, 'pgbackrest': bench_pgbackrest,
+            'media': bench_media, 'offsite': bench_offsite, 'verify': bench_verify, 'dr': bench_dr}
+NEEDS_DATABASE = {'database', 'restore', 'pgbackrest', 'dr'}
+DRILLS = os.path.join(RESULTS_DIR, 'drills.json')
 
 
 # --- report ---------------------------------------------------------------------------------
-
-def mib(size):
-    return '%.1f MiB' % (size / 1048576.0)
-
-
-def render():
-    sections = []
-    for name in sorted(os.listdir(RESULTS_DIR)) if os.path.isdir(RESULTS_DIR) else []:
-        if name.endswith('.json'):
-            with open(os.path.join(RESULTS_DIR, name)) as handle:
-                sections.append(json.load(handle))
-    lines = ['# Benchmarks', '',
-             'Generated by `make bench` (`bench/run.py`) from the figures in `docs/benchmarks/*.json`; '
-             'do not edit by hand. Each section is one run, the collection side by side with its peer, '
-             'on the reference platform\'s generated data (`reference_platform/generate_data.py`).', '']
-    for section in sections:
-        meta = section['meta']
-        lines += ['## %s' % section['title'], '',
-                  'Run %s on %s (%s cores), %s; PostgreSQL %s; data: %s.' % (
-                      meta['date'], meta['machine']['cpu'] or 'unknown CPU', meta['machine']['cores'],
-                      meta['machine']['kernel'], meta.get('postgres', '?'), section['data']), '',
-                  ]
-        if section.get('baseline') == 'rsync':
-            lines += render_media(section) + ['', conclude_media(section), '']
-            continue
-        if section.get('baseline') == 'bare':
-            lines += ['| run | wall time | time vs bare | notes |', '|---|---:|---:|---|']
-        else:
-            lines += ['| run | wall time | size | time vs seed | size vs seed | notes |', '|---|---:|---:|---:|---:|---|']
-        for row in section['rows']:
-            notes = row.get('detail', '')
-            if 'core_seconds' in row:
-                notes = 'core %.1f s (rest is Ansible start-up)' % row['core_seconds']
-            if row.get('phases'):
-                notes += '; phases: ' + ', '.join('%s %.1f s' % item for item in sorted(row['phases'].items()))
-            if section.get('baseline') == 'bare':
-                lines.append('| %s | %.1f s | %.2f× | %s |' % (row['name'], row['seconds'], row['time_ratio_vs_bare'],
-                                                               notes))
-            else:
-                lines.append('| %s | %.1f s | %s | %.2f× | %.2f× | %s |' % (
-                    row['name'], row['seconds'], mib(row['size']), row['time_ratio_vs_seed'],
-                    row['size_ratio_vs_seed'], notes))
-        conclusion = CONCLUSIONS[section['name']](section) if section.get('name') in CONCLUSIONS else ''
-        if conclusion:
-            lines += ['', conclusion]
-        lines.append('')
-    with open(REPORT, 'w') as handle:
-        handle.write('\n'.join(lines))
-
 
 def _verdict(row, time_target, size_target=None):
     ok = row['time_ratio_vs_seed'] <= time_target and (size_target is None or row['size_ratio_vs_seed'] <= size_target)
@@ -498,9 +410,239 @@ def conclude_restore(section):
                 'met' if swap['time_ratio_vs_bare'] <= 1.15 else 'missed'))
 
 
-CONCLUSIONS = {'database': conclude_database, 'restore': conclude_restore, 'media': conclude_media}
-CONCLUSIONS['verify'] = conclude_verify
-CONCLUSIONS['offsite'] = conclude_offsite
+CONCLUSIONS = {'database': conclude_database, 'restore': conclude_restore, 'media': conclude_media,
+               'verify': conclude_verify, 'offsite': conclude_offsite,
+               'pgbackrest': pgbackrest_peer.conclude_pgbackrest, 'dr': dr_drill.conclude_dr}
+RENDERERS = {'media': render_media, 'pgbackrest': pgbackrest_peer.render_pgbackrest, 'dr': dr_drill.render_dr}
+
+
+def first_line(argv):
+    try:
+        out = subprocess.run(argv, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+    except OSError:
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
+def versions(cluster=None):
+    """Versions of the programs and libraries the sections measure (what this run used)."""
+    found = {}
+    if cluster is not None:
+        found['PostgreSQL (server)'] = cluster.psql('SHOW server_version').strip()
+        found['pg_dump'] = first_line([cluster.bin('pg_dump'), '--version'])
+    for name, argv in (('pgBackRest', ['pgbackrest', 'version']), ('rsync', ['rsync', '--version']),
+                       ('rsnapshot', ['dpkg-query', '-W', '-f=${Version}', 'rsnapshot']),
+                       ('zstd', ['zstd', '--version']), ('coreutils sha256sum', ['sha256sum', '--version'])):
+        if shutil.which(argv[0]):
+            found[name] = first_line(argv)
+    found['ansible-core'] = first_line([os.path.join(os.path.dirname(sys.executable), 'ansible'), '--version'])
+    try:
+        from importlib import metadata  # pylint: disable=import-outside-toplevel
+        for package in ('boto3', 'moto', 'psycopg2-binary'):
+            try:
+                found[package] = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                pass
+    except ImportError:
+        pass
+    found['Python'] = sys.version.split()[0]
+    return {key: value for key, value in found.items() if value}
+
+
+def tidy_version(name, text):
+    """'rsync  version 3.5.0  protocol version 32' -> '3.5.0' (the server's full string is kept)."""
+    if name.startswith('PostgreSQL'):
+        return text
+    match = re.search(r'\d+(?:\.\d+)+(?:-\w+)?', text)
+    return match.group(0) if match else text
+
+
+def load_sections():
+    sections = {}
+    for name in sorted(os.listdir(RESULTS_DIR)) if os.path.isdir(RESULTS_DIR) else []:
+        if name.endswith('.json') and name != os.path.basename(DRILLS):
+            with open(os.path.join(RESULTS_DIR, name)) as handle:
+                section = json.load(handle)
+            sections[section.get('name', name[:-len('.json')])] = section
+    drills = {}
+    if os.path.exists(DRILLS):
+        with open(DRILLS) as handle:
+            drills = json.load(handle)
+    return sections, drills
+
+
+def glance(sections):
+    """One row per ratio the issues asked for: ours, the peer, the ratio, the target, the verdict."""
+    rows = []
+
+    def add(measure, ours, peer, ratio, target, verdict):
+        rows.append('| %s | %s | %s | %s | %s | %s |' % (measure, ours, peer, ratio, target, verdict))
+
+    database = sections.get('database')
+    if database:
+        seed = database['rows'][0]
+        for row in database['rows']:
+            if row.get('requested') == 'auto' or (row.get('compression') == 'zstd' and 'level 3' in row['name']):
+                add('database backup, %s' % row['name'].split(' (')[0], '%.1f s, %s' % (row['seconds'], mib(row['size'])),
+                    'seed: pg_dump -Fc + sha256sum %.1f s, %s' % (seed['seconds'], mib(seed['size'])),
+                    '%.2f× time, %.2f× size' % (row['time_ratio_vs_seed'], row['size_ratio_vs_seed']),
+                    '≤ 0.5× time, ≤ 1× size', _verdict(row, 0.5, 1.0))
+    restore = sections.get('restore')
+    if restore:
+        bare = restore['rows'][0]
+        for row in restore['rows'][1:3]:
+            add(row['name'].split(' (')[0],
+                '%.1f s' % row['seconds'], '%s %.1f s' % (bare['name'], bare['seconds']),
+                '%.2f×' % row['time_ratio_vs_bare'], '≤ 1.15×',
+                'meets' if row['time_ratio_vs_bare'] <= 1.15 else 'misses')
+    media = sections.get('media')
+    if media:
+        by = {(row['tool'], row['phase']): row for row in media['rows']}
+        for phase in ('unchanged', '1% changed'):
+            ours, bare = by[('media_backup', phase)], by[('rsync -a --link-dest', phase)]
+            add('media snapshot, %s (inside the module / through ansible)' % phase,
+                '%.2f s / %.2f s' % (ours['core_seconds'], ours['seconds']), 'rsync --link-dest %.2f s' % bare['seconds'],
+                '%.2f× / %.2f×' % (ours['core_ratio_vs_rsync'], ours['time_ratio_vs_rsync']), '≤ 1.2×',
+                'meets' if ours['core_ratio_vs_rsync'] <= 1.2 else 'misses')
+        first, unchanged = by[('media_backup', 'first')], by[('media_backup', 'unchanged')]
+        share = unchanged['du_new_space'] / float(max(first['du_new_space'], 1))
+        add('media snapshot, new space when unchanged', mib(unchanged['du_new_space']),
+            'first snapshot %s' % mib(first['du_new_space']), '%.3f%%' % (100 * share), '< 1%',
+            'meets' if share < 0.01 else 'misses')
+    offsite = sections.get('offsite')
+    if offsite:
+        bare = offsite['rows'][0]
+        for row in offsite['rows'][1:]:
+            add(row['name'], '%.1f MiB/s (core)' % row['mib_per_s'], 'boto3 upload_file %.1f MiB/s' % bare['mib_per_s'],
+                '%.2f× throughput' % row['throughput_ratio_vs_bare'], '≥ 0.9×',
+                'meets' if row['throughput_ratio_vs_bare'] >= 0.9 else 'misses')
+    verify = sections.get('verify')
+    if verify:
+        bare, core = verify['rows'][0], verify['rows'][1]
+        add('deep verify (core)', '%.1f s' % core['seconds'], 'sha256sum -c %.1f s' % bare['seconds'],
+            '%.2f×' % core['time_ratio_vs_bare'], '≤ 0.35×', 'meets' if core['time_ratio_vs_bare'] <= 0.35 else 'misses')
+    rest = sections.get('pgbackrest')
+    if rest:
+        for row in rest['backups']:
+            if row['tool'] == 'pg_backup':
+                peer = next(other for other in rest['backups'] if other['tool'] == 'pgbackrest' and
+                            other['compression'] == row['compression'] and other['process_max'] == 1)
+                add('database backup vs pgBackRest full, %s' % row['compression'],
+                    '%.1f s, %s' % (row['seconds'], mib(row['size'])),
+                    'pgBackRest %.1f s, %s' % (peer['seconds'], mib(peer['size'])),
+                    '%.2f× time, %.2f× size' % (row['time_ratio_vs_pgbackrest'], row['size_ratio_vs_pgbackrest']),
+                    'none set (reported)', '-')
+        for row in rest['restores']:
+            if row['tool'] == 'pg_restore module':
+                peer = next(other for other in rest['restores'] if other['tool'] == 'pgbackrest' and
+                            other['compression'] == row['compression'])
+                add('database restore vs pgBackRest restore + start, %s' % row['compression'],
+                    '%.1f s' % row['seconds'], 'pgBackRest %.1f s' % peer['seconds'],
+                    '%.2f×' % row['time_ratio_vs_pgbackrest'], 'none set (reported)', '-')
+    dr = sections.get('dr')
+    if dr:
+        add('database_corruption playbook RTO, %s, localhost' % dr['data'].split(' (')[0], '%.1f s (restore phase %.1f s)' % (
+            dr['rto_seconds'], dr['restore_phase_seconds']), '-', '-', '≤ %d s' % dr['rto_target_seconds'],
+            'meets' if dr['rto_seconds'] <= dr['rto_target_seconds'] else 'misses')
+    if not rows:
+        return []
+    return ['## At a glance: every ratio asked for, side by side with the peer', '',
+            '| measure | ours | peer | ratio | target | verdict |', '|---|---|---|---:|---|---|'] + rows + ['']
+
+
+def render_drills(drills):
+    lines = ['## Disaster-recovery drills: RTO per scenario', '',
+             'From `docs/benchmarks/drills.json` (`{scenario: {rto_seconds, wall_seconds, note}}`), filled in from the '
+             'RTO lines the drills print (`make drills`, tests/integration/test_dr_playbooks.py); the 1 GB figure is '
+             'the `dr` section below.', '',
+             '| scenario | RTO | drill wall time | where |', '|---|---:|---:|---|']
+    for scenario, figures in sorted(drills.items()):
+        wall = figures.get('wall_seconds')
+        lines.append('| %s | %.1f s | %s | %s |' % (
+            scenario, figures['rto_seconds'], '%.1f s' % wall if wall is not None else '-', figures.get('note', '')))
+    return lines + ['']
+
+
+def render_table(section):
+    if section.get('baseline') == 'bare':
+        lines = ['| run | wall time | time vs bare | notes |', '|---|---:|---:|---|']
+    else:
+        lines = ['| run | wall time | size | time vs seed | size vs seed | notes |', '|---|---:|---:|---:|---:|---|']
+    for row in section['rows']:
+        notes = row.get('detail', '')
+        if 'core_seconds' in row:
+            notes = 'core %.1f s (rest is Ansible start-up)' % row['core_seconds']
+        if row.get('phases'):
+            notes += '; phases: ' + ', '.join('%s %.1f s' % item for item in sorted(row['phases'].items()))
+        if section.get('baseline') == 'bare':
+            lines.append('| %s | %.1f s | %.2f× | %s |' % (row['name'], row['seconds'], row['time_ratio_vs_bare'], notes))
+        else:
+            lines.append('| %s | %.1f s | %s | %.2f× | %.2f× | %s |' % (
+                row['name'], row['seconds'], mib(row['size']), row['time_ratio_vs_seed'], row['size_ratio_vs_seed'],
+                notes))
+    return lines
+
+
+def render():
+    """docs/BENCHMARKS.md and the chart from docs/benchmarks/*.json; returns False when the chart was not drawn."""
+    sections, drills = load_sections()
+    ordered = [sections[name] for name in SECTIONS if name in sections]
+    ordered += [section for name, section in sorted(sections.items()) if name not in SECTIONS]
+    newest = max(ordered, key=lambda section: section['meta']['date']) if ordered else None
+    lines = ['# Benchmarks', '',
+             'Generated by `make bench` (`bench/run.py`) from the figures in `docs/benchmarks/*.json`; do not edit by '
+             'hand (`bench/run.py --render` rebuilds this page and the chart from the JSON without measuring). Each '
+             'section is one run, the collection side by side with its peer, on the reference platform\'s generated '
+             'data (`reference_platform/generate_data.py`).', '',
+             '**Noise.** The benchmark machine is shared with other workers running tests, so timings are noisy. '
+             'Within a section the collection and its peer run back to back in the same run, so both see the same '
+             'load; read the ratios more than the seconds. Each section records the load average (1, 5, 15 min) at '
+             'its start (sections measured before this was recorded show "not recorded").', '']
+    if newest:
+        machine_info = newest['meta']['machine']
+        lines += ['**Machine.** %s, %s cores, kernel %s, Python %s.' % (
+            machine_info['cpu'] or 'unknown CPU', machine_info['cores'], machine_info['kernel'],
+            machine_info.get('python', '?')), '']
+        found = {}
+        for section in sorted(ordered, key=lambda item: item['meta']['date']):
+            found.update(section['meta'].get('versions', {}))
+        if found:
+            lines += ['**Versions** (newest run): ' + '; '.join('%s %s' % (name, tidy_version(name, text)) for name, text
+                                                                in sorted(found.items())) + '.', '']
+    chart_drawn = draw_chart(sections, drills)
+    if os.path.exists(CHART):
+        lines += ['![Drill RTOs and backup/restore timings, ours (blue) vs the peers (grey)](benchmarks/%s)' %
+                  os.path.basename(CHART), '']
+    lines += glance(sections)
+    if drills:
+        lines += render_drills(drills)
+    for section in ordered:
+        meta = section['meta']
+        load = meta.get('load_average_at_start')
+        lines += ['## %s' % section['title'], '',
+                  'Run %s on %s (%s cores), %s; PostgreSQL %s; data: %s; load average at start: %s%s.' % (
+                      meta['date'], meta['machine']['cpu'] or 'unknown CPU', meta['machine']['cores'],
+                      meta['machine']['kernel'], meta.get('postgres', '?'), section['data'],
+                      ', '.join('%.2f' % value for value in load) if load else 'not recorded',
+                      '; the section took %.0f s' % meta['section_seconds'] if meta.get('section_seconds') else ''), '']
+        renderer = RENDERERS.get(section.get('name'), render_table)
+        lines += renderer(section)
+        conclusion = CONCLUSIONS[section['name']](section) if section.get('name') in CONCLUSIONS else ''
+        if conclusion:
+            lines += ['', conclusion]
+        lines.append('')
+    with open(REPORT, 'w') as handle:
+        handle.write('\n'.join(lines))
+    return chart_drawn
+
+
+def draw_chart(sections, drills):
+    try:
+        import chart  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:
+        log('chart NOT regenerated (%s): pip install -r bench/requirements.txt, or run make bench' % exc)
+        return False
+    return chart.draw(sections, drills, CHART)
 
 
 def parse_size(text):
@@ -512,6 +654,16 @@ def parse_size(text):
     return int(text)
 
 
+def run_section(name, args, cluster, workdir, collection, db, label):
+    if name == 'verify':
+        return bench_verify(workdir, collection, parse_size(args.verify_size))
+    if name == 'media':
+        return bench_media(cluster, workdir, collection, db, label, args.media_files, parse_size(args.media_size))
+    if name == 'offsite':
+        return bench_offsite(cluster, workdir, collection, db, label, parse_size(args.offsite_size))
+    return SECTIONS[name](cluster, workdir, collection, db, label)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--sections', default=','.join(SECTIONS), help='comma-separated: %s' % ', '.join(SECTIONS))
@@ -521,52 +673,62 @@ def main(argv=None):
     parser.add_argument('--media-size', default='1GB', help='media section: total size of the files')
     parser.add_argument('--offsite-size', default='1GB', help='offsite section: total size of the dumps pushed')
     parser.add_argument('--verify-size', default='1GB', help='verify section: total size of the artifacts')
-    parser.add_argument('--render-only', action='store_true', help='only regenerate docs/BENCHMARKS.md')
+    parser.add_argument('--render', '--render-only', dest='render', action='store_true',
+                        help='only rebuild docs/BENCHMARKS.md and the chart from docs/benchmarks/*.json (no measuring)')
     args = parser.parse_args(argv)
-    if args.render_only:
-        render()
-        return 0
+    if args.render:
+        drawn = render()
+        log('wrote %s%s' % (REPORT, ' and %s' % CHART if drawn else ''))
+        return 0 if drawn else 1
+    sections = [name.strip() for name in args.sections.split(',') if name.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error('unknown section(s): %s (known: %s)' % (', '.join(unknown), ', '.join(SECTIONS)))
+    sections = [name for name in SECTIONS if name in sections]  # dr last: it damages and restores the database
+    if 'pgbackrest' in sections and pgbackrest_peer.installed_version() is None:
+        parser.error('the pgbackrest section needs Debian\'s pgbackrest package: run bench/setup.sh (make bench does)')
     pgcluster = load_platform('pgcluster')
-    workdir = args.workdir or tempfile.mkdtemp(prefix='cep-bench-', dir=os.path.join(REPO, 'bench'))
+    if not args.workdir:  # bench/output/ is git-ignored and left out of scripts/ansible_test.sh's mirror
+        os.makedirs(os.path.join(REPO, 'bench', 'output'), exist_ok=True)
+    workdir = args.workdir or tempfile.mkdtemp(prefix='run-', dir=os.path.join(REPO, 'bench', 'output'))
     os.makedirs(workdir, exist_ok=True)
     cluster = pgcluster.ThrowawayCluster()
     cluster.start()
     try:
         db = 'cepcomunicacion'
         db_size = 0
-        sections = args.sections.split(',')
-        if set(sections) & {'database', 'restore'}:
+        if set(sections) & NEEDS_DATABASE:
             cluster.createdb(db)
             log('generating %s of reference data' % args.size)
+            started = time.monotonic()
             subprocess.run([sys.executable, os.path.join(PLATFORM_DIR, 'generate_data.py'), '--dsn', cluster.dsn(db),
                             '--size', args.size, '--quiet'], check=True, stdout=subprocess.DEVNULL)
             db_size = int(cluster.psql("SELECT pg_database_size('%s')" % db).strip())
+            log('generated %s in %.0f s' % (mib(db_size), time.monotonic() - started))
         postgres_version = cluster.psql('SHOW server_version').strip()
+        tool_versions = versions(cluster)
         collection = Collection(workdir)
         os.makedirs(RESULTS_DIR, exist_ok=True)
+        label = '%s generated (%s in PostgreSQL)' % (args.size, mib(db_size))
         for name in sections:
-            label = '%s generated (%s in PostgreSQL)' % (args.size, mib(db_size))
-            if name == 'verify':
-                section = bench_verify(workdir, collection, parse_size(args.verify_size))
-            elif name == 'media':
-                section = bench_media(cluster, workdir, collection, db, label, args.media_files,
-                                      parse_size(args.media_size))
-            elif name == 'offsite':
-                section = bench_offsite(cluster, workdir, collection, db, label, parse_size(args.offsite_size))
-            else:
-                section = SECTIONS[name](cluster, workdir, collection, db, label)
+            load = load_average()
+            log('%s: starting (load average %s)' % (name, ' '.join('%.2f' % value for value in load)))
+            started = time.monotonic()
+            section = run_section(name, args, cluster, workdir, collection, db, label)
             section['meta'] = {'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-                               'machine': machine(), 'postgres': postgres_version}
+                               'machine': machine(), 'postgres': postgres_version, 'versions': tool_versions,
+                               'load_average_at_start': load, 'section_seconds': round(time.monotonic() - started, 1)}
             section['name'] = name
             with open(os.path.join(RESULTS_DIR, '%s.json' % name), 'w') as handle:
                 json.dump(section, handle, indent=2)
-            log('%s: done' % name)
+                handle.write('\n')
+            log('%s: done in %.0f s' % (name, section['meta']['section_seconds']))
     finally:
         cluster.destroy()
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    render()
-    log('wrote %s' % REPORT)
+    drawn = render()
+    log('wrote %s%s' % (REPORT, ' and %s' % CHART if drawn else ''))
     return 0
 
 
