@@ -295,21 +295,9 @@ def system(pg, peers, tmp_path_factory):
     (root / 'app' / 'nginx').mkdir(parents=True)
     (root / 'app' / '.env').write_text('DATABASE_URL=postgres://app@db/cepcomunicacion\n')
     (root / 'app' / 'nginx' / 'site.conf').write_text('server { listen 80; }\n' * 40)
-    for directory in ('bin', 'cron.d', 'logrotate.d', 'run'):
-        (root / directory).mkdir()
     bucket = unique_bucket('faults')
     s3_client(moto.endpoint).create_bucket(Bucket=bucket)
-    variables = {
-        'target': 'localhost', 'ansible_become': False, 'ansible_python_interpreter': sys.executable,
-        'backup_server_manage_packages': False,
-        'backup_server_root': str(root / 'backups'),
-        'backup_server_install_dir': str(root / 'opt'),
-        'backup_server_command_link': str(root / 'bin' / 'cepcomunicacion-backup'),
-        'backup_server_config_file': str(root / 'etc' / 'backup.conf'),
-        'backup_server_log_dir': str(root / 'log'),
-        'backup_server_status_file': str(root / 'run' / 'status.json'),
-        'backup_server_cron_file': str(root / 'cron.d' / 'cepcomunicacion-backup'),
-        'backup_server_logrotate_file': str(root / 'logrotate.d' / 'cepcomunicacion-backup'),
+    variables = dict(integration.prefix_variables(root), **{
         'backup_server_db_port': pg.port,
         'backup_server_db_name': DATABASE,
         'backup_server_lock_timeout': 2,
@@ -323,7 +311,7 @@ def system(pg, peers, tmp_path_factory):
         'backup_server_alert_email': smtp.email_options(),
         'backup_server_alert_slack_webhook_url': webhooks.base + SLACK_PATH,
         'backup_server_alert_discord_webhook_url': webhooks.base + DISCORD_PATH,
-    }
+    })
     vars_file = base / 'vars.json'
     vars_file.write_text(json.dumps(variables))
     started = time.monotonic()

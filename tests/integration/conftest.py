@@ -80,9 +80,30 @@ def generate(cluster, dbname, size='tiny', seed=1):
 # The collection's default paths on a real server. No test may write there: everything goes under a temp
 # prefix. The guard below fails the run when any of them changed while it ran (a module called without
 # backup_root or status_file would write exactly there).
-HOST_PATHS = ('/var/backups/cepcomunicacion', '/var/run/cepcomunicacion-backup-status.json', '/var/log/cepcomunicacion',
+HOST_PATHS = ('/var/backups/cepcomunicacion', '/var/run/cepcomunicacion-backup-status.json',
+              '/var/run/cepcomunicacion-backup-status.json.lock', '/var/log/cepcomunicacion',
               '/etc/cepcomunicacion', '/etc/cron.d/cepcomunicacion-backup', '/usr/local/bin/cepcomunicacion-backup',
               '/opt/cepcomunicacion-backup', '/var/tmp/cepcomunicacion-backup-status.json')
+
+
+def prefix_variables(root):
+    """The backup_server role's variables that move every path it installs under ``root`` (a pathlib.Path), for
+    playbooks/install.yml against localhost (packages are already here); creates the directories the role
+    expects to exist. Tests add the database, media, config, offsite and alert settings."""
+    for directory in ('bin', 'cron.d', 'logrotate.d', 'run'):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    return {
+        'target': 'localhost', 'ansible_become': False, 'ansible_python_interpreter': sys.executable,
+        'backup_server_manage_packages': False,
+        'backup_server_root': str(root / 'backups'),
+        'backup_server_install_dir': str(root / 'opt'),
+        'backup_server_command_link': str(root / 'bin' / 'cepcomunicacion-backup'),
+        'backup_server_config_file': str(root / 'etc' / 'backup.conf'),
+        'backup_server_log_dir': str(root / 'log'),
+        'backup_server_status_file': str(root / 'run' / 'status.json'),
+        'backup_server_cron_file': str(root / 'cron.d' / 'cepcomunicacion-backup'),
+        'backup_server_logrotate_file': str(root / 'logrotate.d' / 'cepcomunicacion-backup'),
+    }
 
 
 def host_paths_state():

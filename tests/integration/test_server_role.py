@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from conftest import COLLECTIONS, DATABASE, REPO, pgcluster
+from conftest import COLLECTIONS, DATABASE, REPO, pgcluster, prefix_variables
 from s3_peer import TEST_KEY, TEST_SECRET, s3_client
 
 CRON_ENV = {'PATH': '/usr/bin:/bin'}  # what cron gives a job: no TTY, almost no environment
@@ -33,24 +33,12 @@ def prefix(tmp_path, pg):
     (root / 'app' / 'uploads' / 'user1').mkdir(parents=True)
     (root / 'app' / 'uploads' / 'user1' / 'photo.jpg').write_bytes(os.urandom(2048))
     (root / 'app' / '.env').write_text('DATABASE_URL=postgres://app@db/cepcomunicacion\n')
-    variables = {
-        'target': 'localhost', 'ansible_become': False, 'ansible_python_interpreter': sys.executable,
-        'backup_server_manage_packages': False,
-        'backup_server_root': str(root / 'backups'),
-        'backup_server_install_dir': str(root / 'opt'),
-        'backup_server_command_link': str(root / 'bin' / 'cepcomunicacion-backup'),
-        'backup_server_config_file': str(root / 'etc' / 'backup.conf'),
-        'backup_server_log_dir': str(root / 'log'),
-        'backup_server_status_file': str(root / 'run' / 'status.json'),
-        'backup_server_cron_file': str(root / 'cron.d' / 'cepcomunicacion-backup'),
-        'backup_server_logrotate_file': str(root / 'logrotate.d' / 'cepcomunicacion-backup'),
+    variables = dict(prefix_variables(root), **{
         'backup_server_db_port': pg.port,
         'backup_server_db_name': DATABASE,
         'backup_server_media_paths': [str(root / 'app' / 'uploads')],
         'backup_server_config_paths': [str(root / 'app' / '.env')],
-    }
-    for directory in ('bin', 'cron.d', 'logrotate.d', 'run'):
-        (root / directory).mkdir()
+    })
     vars_file = tmp_path / 'vars.json'
     vars_file.write_text(json.dumps(variables))
     return root, variables, str(vars_file)

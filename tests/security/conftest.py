@@ -32,9 +32,9 @@ if 'integration_conftest' not in sys.modules:
     sys.modules['integration_conftest'] = _module
     _spec.loader.exec_module(_module)
 
-from integration_conftest import (  # noqa: E402  pylint: disable=wrong-import-position
+from integration_conftest import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
     COLLECTIONS, DATABASE, PLATFORM_DIR, REPO, Ansible, checksum, generate, load_platform, pgcluster,
-    table_checksums, tree_state)
+    prefix_variables, table_checksums, tree_state)
 
 pytest_plugins = ['integration_conftest']
 

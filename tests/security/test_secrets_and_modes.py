@@ -17,7 +17,6 @@ import os
 import pwd
 import stat
 import subprocess
-import sys
 import threading
 import time
 
@@ -25,7 +24,7 @@ import pytest
 
 import alert_peers
 from alert_peers import Recorder, SmtpPeer
-from conftest import DATABASE, DB_PASSWORD, Ansible, ProcessSampler, marker, run_modules, run_sampled
+from conftest import DATABASE, DB_PASSWORD, Ansible, ProcessSampler, marker, prefix_variables, run_modules, run_sampled
 from s3_peer import s3_client
 from test_server_role import CRON_ENV, playbook, recap
 
@@ -86,19 +85,9 @@ def server(tmp_path_factory, secure_pg, s3_auth_server, peers):
     (root / 'app' / '.env').write_text('DATABASE_URL=postgres://postgres:%s@db/cepcomunicacion\n' % DB_PASSWORD)
     os.chmod(root / 'app' / '.env', 0o600)
     for directory in ('bin', 'cron.d', 'logrotate.d', 'run'):
-        (root / directory).mkdir()
+        (root / directory).mkdir()  # before the snapshot of what existed: the role did not create them
     before = set(str(path) for path in root.rglob('*')) | {str(root)}
-    variables = {
-        'target': 'localhost', 'ansible_become': False, 'ansible_python_interpreter': sys.executable,
-        'backup_server_manage_packages': False,
-        'backup_server_root': str(root / 'backups'),
-        'backup_server_install_dir': str(root / 'opt'),
-        'backup_server_command_link': str(root / 'bin' / 'cepcomunicacion-backup'),
-        'backup_server_config_file': str(root / 'etc' / 'backup.conf'),
-        'backup_server_log_dir': str(root / 'log'),
-        'backup_server_status_file': str(root / 'run' / 'status.json'),
-        'backup_server_cron_file': str(root / 'cron.d' / 'cepcomunicacion-backup'),
-        'backup_server_logrotate_file': str(root / 'logrotate.d' / 'cepcomunicacion-backup'),
+    variables = dict(prefix_variables(root), **{
         'backup_server_metrics_file': str(root / 'metrics' / 'cepcomunicacion_backup.prom'),
         'backup_server_db_host': secure_pg.host, 'backup_server_db_port': secure_pg.port,
         'backup_server_db_name': DATABASE, 'backup_server_db_user': 'postgres',
@@ -114,7 +103,7 @@ def server(tmp_path_factory, secure_pg, s3_auth_server, peers):
         'backup_server_alert_discord_webhook_url': hooks.base + '/discord/api/webhooks/42/' + DISCORD_TOKEN,
         'backup_server_alert_healthchecks_url': hooks.base + '/hc/' + HC_TOKEN,
         'backup_server_check_min_size': {'config': 1},
-    }
+    })
     # the operator's vars file stands in for Ansible Vault: it holds the secrets, 0600, outside the prefix
     vars_file = base / 'vault.json'
     vars_file.write_text(json.dumps(variables))
