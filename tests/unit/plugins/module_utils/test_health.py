@@ -29,6 +29,11 @@ def dump(root, hours_ago, size=100000, kind='database'):
     return path
 
 
+def real_hours_ago(hours):
+    """dump()'s hours_ago for a dump made ``hours`` before the real clock (health.command reads that, not NOW)."""
+    return hours - (layout.utcnow() - NOW).total_seconds() / 3600
+
+
 def settings(root, **options):
     options.setdefault('kinds', ['database'])
     return health.Settings(dict(options, backup_root=root, status_file=os.path.join(root, 'status.json')))
@@ -147,7 +152,7 @@ def test_bad_settings_are_refused_clearly(tmp_path, options, text):
 def test_command_exit_codes_and_status_section(tmp_path):
     root = str(tmp_path)
     status_file = os.path.join(root, 'status.json')
-    dump(root, 0)
+    dump(root, real_hours_ago(0))
     assert health.command({'backup_root': root, 'status_file': status_file, 'kinds': ['database']}) in (0, 1)
     assert job_status.load(status_file)['check']['findings']
     lines = []
@@ -159,7 +164,7 @@ def test_command_exit_codes_and_status_section(tmp_path):
 
 def test_check_mode_writes_nothing(tmp_path):
     root = str(tmp_path / 'root')
-    dump(root, 1)
+    dump(root, real_hours_ago(1))
     result = health.run_check(settings(root), check_mode=True)
     assert result['healthy'] is True and result['changed'] is True
     assert not os.path.exists(os.path.join(root, 'status.json')) and not os.path.exists(os.path.join(root, '.locks'))
@@ -184,7 +189,7 @@ class FakeConfig:
 
 def test_run_from_config_maps_the_config_file(tmp_path):
     root = str(tmp_path)
-    dump(root, 30)
+    dump(root, real_hours_ago(30))  # under the 36 h limit by the real clock
     config = FakeConfig(root, {'kinds': 'database', 'max_age_hours_database': '36', 'deep': 'yes',
                                'restore_min_rows': 'courses = 10\npublic.users=1'},
                         {'email_smtp_host': 'smtp.example', 'email_sender': 'b@example.org',
