@@ -29,12 +29,15 @@ def closed_port():
 
 
 def test_server_down_is_reported_and_nothing_written(tmp_path, capsys):
+    # status_file under tmp_path: the default is the real server's /var/run/cepcomunicacion-backup-status.json
     result = run(capsys, {'backup_root': str(tmp_path / 'root'), 'login_port': closed_port(),
+                          'status_file': str(tmp_path / 'status.json'),
                           'login_password': 'not-shown-anywhere', 'connect_timeout': 2})
     assert result['failed'] is True
     assert 'cannot connect to PostgreSQL at 127.0.0.1:' in result['msg']
     assert 'not-shown-anywhere' not in json.dumps(result)
     assert not (tmp_path / 'root').exists()
+    assert 'not-shown-anywhere' not in (tmp_path / 'status.json').read_text()
 
 
 def test_kind_choices_are_enforced(tmp_path, capsys):
