@@ -57,6 +57,9 @@ import report  # noqa: E402  (tests/faults/report.py)
 from alert_peers import Recorder, SmtpPeer  # noqa: E402
 from s3_peer import TEST_KEY, TEST_SECRET, MotoServer, s3_client, unique_bucket  # noqa: E402
 
+# s3_peer's fixtures (s3_auth_server: a moto_server that checks signatures) serve these cases too.
+pytest_plugins = ['s3_peer']
+
 from ansible_collections.cepcomunicacion.backup.plugins.module_utils import catalogue  # noqa: E402
 
 CRON_ENV = {'PATH': '/usr/bin:/bin'}  # what cron gives a job
@@ -326,23 +329,6 @@ def system(pg, peers, tmp_path_factory):
     installed_system.assert_healthy()
     SETUP_SECONDS['baseline (one backup of each kind, offsite push, check)'] = round(time.monotonic() - started, 1)
     yield installed_system
-
-
-@pytest.fixture(scope='session')
-def s3_auth(peers):
-    """(endpoint, access key, secret key) of a moto_server that checks signatures (s3_peer's technique)."""
-    server = MotoServer({'INITIAL_NO_AUTH_ACTION_COUNT': '3'})
-    try:
-        import boto3
-        iam = boto3.client('iam', endpoint_url=server.endpoint, region_name='us-east-1', aws_access_key_id=TEST_KEY,
-                           aws_secret_access_key=TEST_SECRET)
-        iam.create_user(UserName='backup')
-        key = iam.create_access_key(UserName='backup')['AccessKey']
-        iam.put_user_policy(UserName='backup', PolicyName='s3', PolicyDocument=json.dumps({
-            'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': 's3:*', 'Resource': '*'}]}))
-        yield server.endpoint, key['AccessKeyId'], key['SecretAccessKey']
-    finally:
-        server.stop()
 
 
 # --- each case ---------------------------------------------------------------------------------

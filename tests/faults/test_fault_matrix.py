@@ -760,8 +760,8 @@ def test_s3_endpoint_down(case, system):
 
 
 @pytest.mark.fault(13, 'S3 wrong credentials (moto checking signatures)')
-def test_s3_wrong_credentials(case, system, s3_auth):
-    endpoint, access_key, secret_key = s3_auth
+def test_s3_wrong_credentials(case, system, s3_auth_server):
+    endpoint, access_key, secret_key = s3_auth_server
     bucket = 'faults-auth-%d' % os.getpid()
     s3_client(endpoint, access_key, secret_key).create_bucket(Bucket=bucket)
     before = system.artifacts()
